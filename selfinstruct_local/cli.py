@@ -1,0 +1,199 @@
+"""The `sigen` command line: run, dedup, models.
+
+Every user-facing failure is a SigenError, printed as one clear line with exit status 2; no
+traceback. vLLM spawns its engine process, so nothing heavy happens at import time here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from selfinstruct_local.config import METHODS, RunConfig
+from selfinstruct_local.errors import SigenError
+
+app = typer.Typer(
+    name="sigen",
+    help="Generate Self-Instruct / Alpaca instruction data offline with local models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List and prepare the models of the registry (models.yaml).",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+ModelsFile = Annotated[
+    Path | None,
+    typer.Option("--models-file", help="Model registry to use instead of the project's models.yaml "
+                 "(also: $SIGEN_MODELS_FILE).", dir_okay=False),
+]
+
+
+@app.command()
+def run(
+    model: Annotated[str | None, typer.Option(
+        help="Model name from models.yaml, or a path to a checkpoint directory. "
+        "Default: the registry's default (smollm2-135m, the embedded model).")] = None,
+    models_file: ModelsFile = None,
+    engine: Annotated[str, typer.Option(
+        help="Inference engine: vllm (GPU build or CPU build) or transformers (fallback).")
+    ] = "vllm",
+    gpus: Annotated[int | None, typer.Option(
+        help="GPUs for tensor parallelism. Default: 1 if a GPU is visible, else 0 (CPU).")] = None,
+    method: Annotated[str, typer.Option(
+        help="self-instruct: bootstrap, classify, then instances, in rounds (Wang et al.). "
+        "alpaca: one prompt asks for 20 complete tasks at a time (Taori et al.).")
+    ] = "self-instruct",
+    lang: Annotated[str, typer.Option(help="Language of prompts, seeds and filters.")] = "en",
+    seeds: Annotated[Path | None, typer.Option(
+        help="Seed tasks in the Self-Instruct JSONL format (id, name, instruction, instances, "
+        "is_classification). Default: the project's own seed set for --lang.",
+        dir_okay=False)] = None,
+    num_instructions: Annotated[int, typer.Option(
+        "--num-instructions", "-n", min=1,
+        help="Stop when this many new instructions (each with instances) are accepted.")] = 20,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Run directory. Default: runs/<timestamp>. Running again with "
+        "the same directory resumes it.", file_okay=False)] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Resume the run in this directory with its saved configuration.",
+        file_okay=False, exists=True)] = None,
+    force: Annotated[bool, typer.Option(
+        help="Resume even if the model, method, language or seeds differ from the run's.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Random seed: sampling of prompts and of the model. "
+                                           "The same seed and settings give the same run.")] = 42,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Prompts per round, sent to the engine in one call. "
+        "Default: 16 on CPU, 256 on GPUs.")] = None,
+    max_rounds: Annotated[int | None, typer.Option(
+        min=1, help="Stop after this many rounds even if --num-instructions is not reached.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(
+        min=0.0, help="Sampling temperature for new instructions. Default: the model's entry "
+        "in models.yaml.")] = None,
+    top_p: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Nucleus sampling for new instructions. Default: models.yaml.")
+    ] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        min=16, help="Token limit per bootstrapping (or Alpaca) completion. "
+        "Default: 512 (Self-Instruct), 1536 (Alpaca).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Generate instructions with instances into a run directory (resumable)."""
+    from selfinstruct_local.run import execute_run
+
+    if method not in METHODS:
+        raise SigenError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    if resume is not None:
+        config = _config_from_run(resume)
+        config.num_instructions = max(config.num_instructions, num_instructions)
+    else:
+        config = RunConfig(
+            model=model, models_file=models_file, engine=engine, gpus=gpus, method=method,
+            lang=lang, seeds=seeds, num_instructions=num_instructions, output=output, seed=seed,
+            batch_size=batch_size, max_rounds=max_rounds, temperature=temperature, top_p=top_p,
+            max_new_tokens=max_new_tokens,
+        )
+    log = (lambda _m: None) if quiet else _log
+    try:
+        execute_run(config, log=log, force=force, quiet=quiet)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _config_from_run(directory: Path) -> RunConfig:
+    from selfinstruct_local.runstore import MANIFEST, RunStore
+
+    manifest = RunStore(directory).read_json(MANIFEST)
+    if not manifest or "config" not in manifest:
+        raise SigenError(f"{directory} has no manifest.json; it is not a sigen run directory")
+    saved = manifest["config"]
+    known = {k: v for k, v in saved.items() if k in RunConfig.field_names()}
+    for key in ("models_file", "seeds", "output"):
+        if known.get(key):
+            known[key] = Path(known[key])
+    known["output"] = directory
+    return RunConfig(**known)
+
+
+@app.command()
+def dedup(
+    input: Annotated[Path, typer.Argument(help="JSONL file, one object per line.",
+                                          dir_okay=False)],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Where to write the kept rows. Default: INPUT.dedup.jsonl.",
+        dir_okay=False)] = None,
+    field: Annotated[str, typer.Option(help="Field holding the text to compare.")] = "instruction",
+    threshold: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Reject a row whose ROUGE-L F against an earlier kept row (or "
+        "the --against pool) is at least this.")] = 0.7,
+    against: Annotated[Path | None, typer.Option(
+        help="A pool (JSONL, same field) that rows are also compared against, e.g. the seeds.",
+        dir_okay=False)] = None,
+) -> None:
+    """Drop near-duplicates (ROUGE-L, CJK-aware, exact) from a JSONL file, keeping input order."""
+    from selfinstruct_local.dedup import dedup_jsonl, default_output_path
+
+    output = output or default_output_path(input)
+    started = time.perf_counter()
+    counts = dedup_jsonl(input, output, field=field, threshold=threshold, against_path=against)
+    seconds = time.perf_counter() - started
+    details = ", ".join(f"{k} {v}" for k, v in counts.items() if k.startswith("rejected"))
+    print(f"{counts['read']} rows read, {counts['kept']} kept ({details}) -> {output} "
+          f"in {seconds:.2f} s")
+
+
+@models_app.command("list")
+def models_list(models_file: ModelsFile = None) -> None:
+    """Model names, whether their weights are present, and where they are expected."""
+    from selfinstruct_local.models import load_registry, packaged_gguf_path
+
+    registry = load_registry(models_file)
+    print(f"registry: {registry.source}")
+    for name, spec in registry.models.items():
+        if spec.weights_present():
+            status = "ready"
+        elif spec.is_packaged and packaged_gguf_path(spec):
+            status = "packaged (prepared on first use)"
+        else:
+            status = "missing"
+        default = " (default)" if name == registry.default else ""
+        print(f"{name}{default}\n    {status}: {spec.path}  [{spec.prompt_format}]")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    name: Annotated[str, typer.Argument(help="A packaged model from models.yaml.")],
+    models_file: ModelsFile = None,
+    force: Annotated[bool, typer.Option(help="Convert again even if already prepared.")] = False,
+) -> None:
+    """Convert a model shipped as GGUF inside a Python package into a checkpoint directory."""
+    from selfinstruct_local.models import load_registry, prepare_model
+
+    spec = load_registry(models_file).resolve(name)
+    started = time.perf_counter()
+    path = prepare_model(spec, force=force)
+    print(f"{spec.name} ready at {path} ({time.perf_counter() - started:.0f} s)")
+
+
+def main() -> None:
+    try:
+        app()
+    except SigenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""transformers engine: the fallback where vLLM is not installed. Batched, left-padded `generate`.
+
+Requests with the same sampling settings are generated together in chunks of `batch_size`; stop
+strings end a sequence (and are cut from the text, as vLLM does).
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import groupby
+
+from selfinstruct_local.engines.base import Completion, EngineStats, Request, render_prompt
+from selfinstruct_local.models import ModelSpec
+
+_DTYPES = {"bfloat16", "float16", "float32"}
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, spec: ModelSpec, gpus: int, seed: int, batch_size: int = 16) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.spec = spec
+        self.stats = EngineStats()
+        self.seed = seed
+        self.batch_size = batch_size
+        self._torch = torch
+        self.device = "cuda" if gpus > 0 else "cpu"
+        dtype = getattr(torch, spec.dtype) if spec.dtype in _DTYPES else "auto"
+        if self.device == "cpu" and dtype == torch.float16:
+            dtype = torch.bfloat16  # fp16 matmuls are slow or missing on CPU
+        start = time.perf_counter()
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        kwargs: dict[str, object] = {"dtype": dtype}
+        if gpus > 1:
+            kwargs["device_map"] = "auto"
+        self.model = AutoModelForCausalLM.from_pretrained(spec.path, **kwargs)
+        if gpus <= 1:
+            self.model.to(self.device)
+        self.model.eval()
+        self.stats.load_seconds = time.perf_counter() - start
+
+    def render(self, request: Request) -> str:
+        return render_prompt(self.tokenizer, self.spec.prompt_format, request)
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        start = time.perf_counter()
+        results: list[Completion | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: _sampling_key(requests[i]))
+        for _, group in groupby(order, key=lambda i: _sampling_key(requests[i])):
+            indices = list(group)
+            for at in range(0, len(indices), self.batch_size):
+                chunk = indices[at : at + self.batch_size]
+                outputs = self._generate_chunk([requests[i] for i in chunk])
+                for i, completion in zip(chunk, outputs, strict=True):
+                    results[i] = completion
+        completions = [c for c in results if c is not None]
+        self.stats.add(completions, time.perf_counter() - start)
+        return completions
+
+    def _generate_chunk(self, requests: list[Request]) -> list[Completion]:
+        torch = self._torch
+        first = requests[0]
+        # One seed per chunk: the first request's. Same inputs and seeds give the same outputs.
+        torch.manual_seed(first.seed if first.seed is not None else self.seed)
+        prompts = [self.render(r) for r in requests]
+        # The chat template already holds the special tokens; do not add a second BOS.
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = batch.to(self.device)
+        sampling = first.temperature > 0
+        kwargs: dict[str, object] = {
+            "max_new_tokens": first.max_tokens,
+            "do_sample": sampling,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if sampling:
+            kwargs.update(temperature=first.temperature, top_p=first.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if first.stop:
+            kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
+        with torch.inference_mode():
+            out = self.model.generate(**batch, **kwargs)
+        prompt_len = batch["input_ids"].shape[1]
+        eos_ids = _eos_ids(self.model, self.tokenizer)
+        completions = []
+        for row, request in enumerate(requests):
+            new_ids = out[row, prompt_len:].tolist()
+            ended_by_eos = False
+            for pos, tok in enumerate(new_ids):
+                if tok in eos_ids:
+                    new_ids, ended_by_eos = new_ids[:pos], True
+                    break
+            text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+            text, ended_by_stop = _cut_at_stop(text, request.stop)
+            hit_limit = len(new_ids) >= request.max_tokens and not (ended_by_eos or ended_by_stop)
+            completions.append(
+                Completion(
+                    text=text,
+                    finish_reason="length" if hit_limit else "stop",
+                    prompt_tokens=int(batch["attention_mask"][row].sum()),
+                    completion_tokens=len(new_ids),
+                )
+            )
+        return completions
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _sampling_key(r: Request) -> tuple:
+    return (r.max_tokens, r.temperature, r.top_p, r.stop)
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    if tokenizer.pad_token_id is not None:
+        found.add(tokenizer.pad_token_id)
+    return found
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,1 @@
+"""The Self-Instruct and Alpaca pipelines: prompt builders, parsers, filters and the round loop."""

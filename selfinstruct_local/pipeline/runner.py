@@ -1,0 +1,297 @@
+"""The round loop: bootstrap -> filters -> near-duplicate index -> classify -> instances -> disk.
+
+Every stage of a round is one batched engine call. Each decision is appended to the run directory
+as soon as it is made: an instruction that passes the filters goes to pending.jsonl, and once it
+has instances its instance rows and then its machine_instructions row are written. On resume
+(see `state.py`) pending instructions without a final row are completed first.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from selfinstruct_local.config import RunConfig
+from selfinstruct_local.dedup import NearDupIndex
+from selfinstruct_local.engines import Completion, Engine, Request
+from selfinstruct_local.pipeline.alpaca import (
+    NUM_EXAMPLES,
+    build_alpaca_request,
+    parse_alpaca_tasks,
+)
+from selfinstruct_local.pipeline.bootstrap import (
+    build_bootstrap_request,
+    parse_instructions,
+    sample_prompt_tasks,
+)
+from selfinstruct_local.pipeline.classify import build_classify_request, parse_is_classification
+from selfinstruct_local.pipeline.filters import check_instruction, filter_instances
+from selfinstruct_local.pipeline.instances import (
+    build_instances_request,
+    few_shot_texts,
+    parse_instances,
+)
+from selfinstruct_local.pipeline.state import RunState
+from selfinstruct_local.prompts import PromptSet
+from selfinstruct_local.runstore import INSTANCES, INSTRUCTIONS, PENDING, REJECTED, RunStore
+from selfinstruct_local.seeds import Instance, Task
+
+STALL_ROUNDS = 8  # stop when this many rounds in a row add nothing
+TOP_SIMILAR = 10
+INSTANCE_ATTEMPTS = 2
+
+
+class Generator:
+    def __init__(
+        self,
+        config: RunConfig,
+        engine: Engine,
+        prompts: PromptSet,
+        seed_tasks: list[Task],
+        store: RunStore,
+        state: RunState,
+        index: NearDupIndex,
+        batch_size: int,
+        sampling: dict[str, float],
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.prompts = prompts
+        self.seed_tasks = seed_tasks
+        self.store = store
+        self.state = state
+        self.index = index
+        self.batch_size = batch_size
+        self.temperature = sampling.get("temperature", 0.7)
+        self.top_p = sampling.get("top_p", 0.9)
+        self.log = log
+        self.human = [t.instruction for t in seed_tasks]
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, on_round: Callable[[], None] = lambda: None) -> None:
+        if self.state.in_flight:
+            self.log(f"Completing {len(self.state.in_flight)} instructions left in flight ...")
+            self._complete(self.state.in_flight)
+            on_round()
+        stalled = 0
+        while self.state.accepted < self.config.num_instructions:
+            if self.config.max_rounds and self.state.round >= self.config.max_rounds:
+                self.log(f"Stopping after --max-rounds {self.config.max_rounds}.")
+                break
+            if stalled >= STALL_ROUNDS:
+                self.log(f"Stopping: {STALL_ROUNDS} rounds in a row added no instruction.")
+                break
+            before = self.state.accepted
+            self.state.round += 1
+            if self.config.method == "alpaca":
+                self._alpaca_round()
+            else:
+                self._self_instruct_round()
+            stalled = stalled + 1 if self.state.accepted == before else 0
+            on_round()
+
+    def _seed(self, stage: str, i: int) -> int:
+        key = f"{self.config.seed}-{self.state.round}-{stage}-{i}"
+        return random.Random(key).randrange(2**31 - 1)
+
+    def _generate(self, stage: str, requests: list[Request]) -> list[Completion]:
+        completions = self.engine.generate(requests)
+        self.state.counts[f"{stage}_requests"] += len(requests)
+        self.state.counts[f"{stage}_tokens"] += sum(c.completion_tokens for c in completions)
+        return completions
+
+    # -- Self-Instruct --------------------------------------------------------------------
+    def _self_instruct_round(self) -> None:
+        rng = random.Random(f"{self.config.seed}-{self.state.round}-sample")
+        machine = self.state.machine_instructions
+        requests = [
+            build_bootstrap_request(
+                self.prompts,
+                sample_prompt_tasks(rng, self.human, machine),
+                max_tokens=self.config.max_new_tokens or 512,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self._seed("bootstrap", i),
+            )
+            for i in range(self.batch_size)
+        ]
+        candidates = [
+            text
+            for c in self._generate("bootstrap", requests)
+            for text in parse_instructions(self.prompts, c.text, c.finish_reason)
+        ]
+        accepted = self._accept_instructions(candidates)
+        self._complete(accepted)
+
+    def _accept_instructions(
+        self, candidates: list[str], payloads: list[dict] | None = None
+    ) -> list[dict]:
+        """Filter candidates in order; those kept are appended to pending.jsonl and returned.
+
+        A payload (Alpaca's input and output) travels with its candidate into the pending row.
+        """
+        needed = self.config.num_instructions - self.state.accepted
+        accepted: list[dict] = []
+        rejected: list[dict] = []
+        for k, text in enumerate(candidates):
+            self.state.counts["candidates"] += 1
+            if len(accepted) >= needed:
+                self.state.counts["surplus_unused"] += 1
+                continue
+            row = self._screen(text)
+            if "reason" in row:
+                rejected.append(row)
+            else:
+                accepted.append({**row, **(payloads[k] if payloads else {})})
+        self.store.append(REJECTED, rejected)
+        self.store.append(PENDING, accepted)
+        return accepted
+
+    def _screen(self, text: str) -> dict:
+        """A rejected row (with "reason") or a pending row for one candidate instruction."""
+        reason = check_instruction(text, self.config.lang)
+        row: dict = {"stage": "instruction", "round": self.state.round, "instruction": text}
+        if reason is None:
+            decision = self.index.check_and_add(text)
+            if not decision.kept:
+                reason = decision.reason or "near_duplicate"
+                if decision.match_id is not None:
+                    row["most_similar"] = [{
+                        "instruction": self.index.text(decision.match_id),
+                        "score": round(decision.match_score, 4),
+                    }]
+        if reason is not None:
+            self.state.reject(reason)
+            row["reason"] = reason
+            return row
+        similar, average = self.index.most_similar(text, k=TOP_SIMILAR + 1)
+        own_id = len(self.index) - 1
+        others = [(i, s) for i, s in similar if i != own_id][:TOP_SIMILAR]
+        pool_size = len(self.index) - 1
+        row.update(
+            id=self.state.next_id(),
+            most_similar=[
+                {"instruction": self.index.text(i), "score": round(s, 4)} for i, s in others
+            ],
+            # The index average includes the instruction itself (score 1); leave it out.
+            avg_similarity=round((average * (pool_size + 1) - 1.0) / pool_size, 4)
+            if pool_size
+            else 0.0,
+            max_similarity=round(others[0][1], 4) if others else 0.0,
+        )
+        return row
+
+    def _complete(self, pending: list[dict]) -> None:
+        """Classify (Self-Instruct only), generate instances, and write the final rows."""
+        if not pending:
+            return
+        if self.config.method == "alpaca":
+            # Alpaca tasks arrive with their instance; a resumed one only needs its final rows.
+            for row in pending:
+                found = [Instance(row["input"], row["output"])]
+                kept, dropped = filter_instances(found)
+                self._log_dropped(row, found, dropped)
+                self._finalize(row, None, kept)
+            return
+        classified = self._generate(
+            "classify",
+            [build_classify_request(self.prompts, r["instruction"], seed=self._seed("classify", i))
+             for i, r in enumerate(pending)],
+        )
+        labels = [parse_is_classification(self.prompts, c.text) for c in classified]
+        self.state.counts.update(
+            "classification_" + {True: "yes", False: "no", None: "unclear"}[lab] for lab in labels
+        )
+        is_cls = [bool(lab) for lab in labels]
+        examples = few_shot_texts(self.prompts)
+        todo = list(range(len(pending)))
+        for attempt in range(INSTANCE_ATTEMPTS):
+            # Greedy first, as in the paper; a task left with no usable instance gets a sampled
+            # second try rather than being thrown away.
+            completions = self._generate("instances", [
+                build_instances_request(
+                    self.prompts, pending[i]["instruction"], is_cls[i],
+                    temperature=0.0 if attempt == 0 else self.temperature,
+                    seed=self._seed(f"instances{attempt}", i),
+                )
+                for i in todo
+            ])
+            retry = []
+            for i, c in zip(todo, completions, strict=True):
+                found = parse_instances(self.prompts, c.text, is_cls[i], c.finish_reason)
+                kept, dropped = filter_instances(found, examples)
+                self._log_dropped(pending[i], found, dropped)
+                if kept:
+                    self._finalize(pending[i], is_cls[i], kept)
+                elif attempt + 1 < INSTANCE_ATTEMPTS:
+                    retry.append(i)
+                else:
+                    self._finalize(pending[i], is_cls[i], [])
+            todo = retry
+            if not todo:
+                break
+
+    def _log_dropped(self, row: dict, found: list[Instance],
+                     dropped: list[tuple[Instance, str]]) -> None:
+        self.state.counts["instances_generated"] += len(found)
+        self.state.instance_rejects.update(why for _, why in dropped)
+        self.store.append(REJECTED, [
+            {"stage": "instance", "round": row["round"], "instruction_id": row["id"],
+             "reason": why, "input": inst.input, "output": inst.output}
+            for inst, why in dropped
+        ])
+
+    def _finalize(self, row: dict, is_cls: bool | None, kept: list[Instance]) -> None:
+        """Write the final outcome of one instruction: its instances and row, or a rejection."""
+        if not kept:
+            self.state.reject("no_valid_instances")
+            self.store.append(REJECTED, [{
+                "stage": "instruction", "round": row["round"], "id": row["id"],
+                "instruction": row["instruction"], "reason": "no_valid_instances",
+            }])
+            self.state.finalized.add(row["id"])
+            return
+        self.store.append(INSTANCES, [
+            {"instruction_id": row["id"], "instruction": row["instruction"],
+             "input": inst.input, "output": inst.output}
+            for inst in kept
+        ])
+        final = {
+            "id": row["id"],
+            "instruction": row["instruction"],
+            "is_classification": is_cls,
+            "round": row["round"],
+            "num_instances": len(kept),
+            "most_similar": row.get("most_similar", []),
+            "avg_similarity": row.get("avg_similarity", 0.0),
+            "max_similarity": row.get("max_similarity", 0.0),
+        }
+        self.store.append(INSTRUCTIONS, [final])
+        self.state.add_final(final, len(kept))
+
+    # -- Alpaca ---------------------------------------------------------------------------
+    def _alpaca_round(self) -> None:
+        rng = random.Random(f"{self.config.seed}-{self.state.round}-sample")
+        requests = [
+            build_alpaca_request(
+                self.prompts,
+                rng.sample(self.seed_tasks, min(NUM_EXAMPLES, len(self.seed_tasks))),
+                max_tokens=self.config.max_new_tokens or 1536,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self._seed("alpaca", i),
+            )
+            for i in range(self.batch_size)
+        ]
+        pairs = [
+            pair
+            for c in self._generate("alpaca", requests)
+            for pair in parse_alpaca_tasks(self.prompts, c.text, c.finish_reason)
+        ]
+        accepted = self._accept_instructions(
+            [text for text, _ in pairs],
+            [{"input": inst.input, "output": inst.output} for _, inst in pairs],
+        )
+        self._complete(accepted)
+

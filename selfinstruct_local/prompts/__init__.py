@@ -1,0 +1,71 @@
+"""Prompt templates as package data, one folder per language (en/, zh/).
+
+Templates are plain text with `{{name}}` slots (not str.format, so code and JSON inside few-shot
+examples need no escaping). `labels.yaml` holds the field words that prompts and parsers share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from selfinstruct_local.errors import SigenError
+
+PROMPT_DIR = Path(__file__).parent
+TEMPLATE_NAMES = (
+    "bootstrap",
+    "classify",
+    "instances_input_first",
+    "instances_output_first",
+    "alpaca",
+)
+
+
+@dataclass(frozen=True)
+class Labels:
+    task: str
+    instruction: str
+    input: str
+    output: str
+    example: str
+    class_label: str
+    classification: str
+    yes: str
+    no: str
+    no_input: str
+    colon: str = ": "  # what follows a field name in prompts (zh uses the full-width colon)
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    lang: str
+    labels: Labels
+    templates: dict[str, str]
+
+    def fill(self, name: str, **slots: object) -> str:
+        text = self.templates[name]
+        for key, value in slots.items():
+            text = text.replace("{{" + key + "}}", str(value))
+        return text
+
+
+def available_languages() -> list[str]:
+    return sorted(p.name for p in PROMPT_DIR.iterdir() if (p / "labels.yaml").is_file())
+
+
+@cache
+def load_prompts(lang: str) -> PromptSet:
+    folder = PROMPT_DIR / lang
+    if not (folder / "labels.yaml").is_file():
+        raise SigenError(
+            f"no prompts for language {lang!r}; available: {', '.join(available_languages())}"
+        )
+    labels = Labels(**yaml.safe_load((folder / "labels.yaml").read_text(encoding="utf-8")))
+    templates = {
+        name: (folder / f"{name}.txt").read_text(encoding="utf-8").strip()
+        for name in TEMPLATE_NAMES
+    }
+    return PromptSet(lang=lang, labels=labels, templates=templates)

