@@ -17,7 +17,7 @@ from pathlib import Path
 from selfinstruct_local import __version__
 from selfinstruct_local.config import RESUME_KEYS, RunConfig, default_output_dir
 from selfinstruct_local.dedup import NearDupIndex
-from selfinstruct_local.engines.base import check_gpus, load_engine
+from selfinstruct_local.engines.base import check_engine_available, check_gpus, load_engine
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ensure_weights, load_registry
 from selfinstruct_local.pipeline.runner import Generator
@@ -63,6 +63,7 @@ def execute_run(
             log(f"{store.root} is already finished "
                 f"({previous['counts']['accepted']} instructions); nothing to do.")
             return store.root
+    check_engine_available(config.engine)
     gpus = check_gpus(config.gpus)
     config.gpus = gpus
     batch_size = config.batch_size or (256 if gpus else 16)
@@ -148,7 +149,8 @@ def build_manifest(config, spec, weights, engine, state: RunState, status: str,
         "config": config.to_json(),
         "model": {"name": spec.name, "path": str(weights), "prompt_format": spec.prompt_format,
                   "dtype": spec.dtype, "max_model_len": spec.max_model_len},
-        "engine": {"name": engine.name, "load_seconds": round(stats.load_seconds, 2)},
+        "engine": {"name": engine.name, "load_seconds": round(stats.load_seconds, 2),
+                   **stats.extra},
         "versions": package_versions(),
         "seed": config.seed,
         "counts": {

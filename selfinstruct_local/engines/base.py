@@ -8,6 +8,7 @@ into the model's text, through the chat template for chat models or as plain tex
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -75,6 +76,22 @@ def render_prompt(tokenizer, prompt_format: str, request: Request) -> str:
     return request.prompt + request.assistant_prefix
 
 
+def cpu_dtype(dtype: str) -> str:
+    """The dtype to run on this CPU: half precision only where the CPU computes it natively.
+
+    Without AVX-512 BF16 or AMX, bf16 is emulated; measured here on an AVX2 machine, SmolLM2-135M
+    on vLLM's CPU build made 23 tokens/s in bf16 and 71 tokens/s in float32.
+    """
+    if dtype not in ("bfloat16", "float16", "half", "auto"):
+        return dtype
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = handle.read()
+    except OSError:
+        return dtype
+    return dtype if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
 def count_gpus() -> int:
     try:
         import torch
@@ -96,6 +113,21 @@ def check_gpus(requested: int | None) -> int:
             "Check CUDA_VISIBLE_DEVICES and nvidia-smi, or pass a smaller --gpus (0 runs on CPU)."
         )
     return requested
+
+
+VLLM_MISSING = (
+    "vLLM is not installed. For GPUs: pip install 'selfinstruct-local[gpu]'; "
+    "without a GPU: pip install 'selfinstruct-local[cpu]' (vLLM's CPU build); "
+    "or run with --engine transformers."
+)
+
+
+def check_engine_available(name: str) -> None:
+    """Fail before any slow step when the engine's library is missing."""
+    if name not in ENGINE_NAMES:
+        raise SigenError(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+    if name == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise SigenError(VLLM_MISSING)
 
 
 def load_engine(name: str, spec: ModelSpec, gpus: int, seed: int) -> Engine:

@@ -9,7 +9,13 @@ from __future__ import annotations
 import time
 from itertools import groupby
 
-from selfinstruct_local.engines.base import Completion, EngineStats, Request, render_prompt
+from selfinstruct_local.engines.base import (
+    Completion,
+    EngineStats,
+    Request,
+    cpu_dtype,
+    render_prompt,
+)
 from selfinstruct_local.models import ModelSpec
 
 _DTYPES = {"bfloat16", "float16", "float32"}
@@ -28,9 +34,9 @@ class TransformersEngine:
         self.batch_size = batch_size
         self._torch = torch
         self.device = "cuda" if gpus > 0 else "cpu"
-        dtype = getattr(torch, spec.dtype) if spec.dtype in _DTYPES else "auto"
-        if self.device == "cpu" and dtype == torch.float16:
-            dtype = torch.bfloat16  # fp16 matmuls are slow or missing on CPU
+        name = spec.dtype if gpus > 0 else cpu_dtype(spec.dtype)
+        self.stats.extra["dtype"] = name
+        dtype = getattr(torch, name) if name in _DTYPES else "auto"
         start = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(spec.path)
         self.tokenizer.padding_side = "left"

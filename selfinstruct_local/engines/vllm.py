@@ -10,7 +10,14 @@ import contextlib
 import os
 import time
 
-from selfinstruct_local.engines.base import Completion, EngineStats, Request, render_prompt
+from selfinstruct_local.engines.base import (
+    VLLM_MISSING,
+    Completion,
+    EngineStats,
+    Request,
+    cpu_dtype,
+    render_prompt,
+)
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ModelSpec
 
@@ -26,17 +33,15 @@ class VLLMEngine:
         try:
             import vllm
         except ImportError:
-            raise SigenError(
-                "vLLM is not installed. For GPUs: pip install 'selfinstruct-local[gpu]'; "
-                "without a GPU: pip install 'selfinstruct-local[cpu]' (vLLM's CPU build); "
-                "or run with --engine transformers."
-            ) from None
+            raise SigenError(VLLM_MISSING) from None
         self.spec = spec
         self.stats = EngineStats()
         self._vllm = vllm
+        dtype = spec.dtype if gpus > 0 else cpu_dtype(spec.dtype)
+        self.stats.extra["dtype"] = dtype
         kwargs: dict[str, object] = {
             "model": str(spec.path),
-            "dtype": spec.dtype,
+            "dtype": dtype,
             "max_model_len": spec.max_model_len,
             "seed": seed,
         }

@@ -68,8 +68,9 @@ def few_shot_texts(prompts: PromptSet) -> frozenset[str]:
     found = set()
     for inst in _parse_input_first(prompts, prompts.templates["instances_input_first"]):
         found.update((inst.input, inst.output))
+    # Class labels ("Positive") are legitimately reused; only the example inputs are copies.
     for inst in _parse_output_first(prompts, prompts.templates["instances_output_first"]):
-        found.update((inst.input, inst.output))
+        found.add(inst.input)
     return frozenset(copy_key(t) for t in found if t and t != L.no_input)
 
 
@@ -79,7 +80,7 @@ def _parse_input_first(prompts: PromptSet, text: str) -> list[Instance]:
                               re.IGNORECASE | re.MULTILINE)
     instances = []
     for block in example_line.split(text):
-        fields = split_fields(block, [L.input, L.output])
+        fields = split_fields(block, [L.input, L.output, L.task])
         if L.output not in fields:
             continue
         raw_input = fields.get(L.input, "")
@@ -96,7 +97,7 @@ def _parse_output_first(prompts: PromptSet, text: str) -> list[Instance]:
     for k, match in enumerate(starts):
         end = starts[k + 1].start() if k + 1 < len(starts) else len(text)
         block = text[match.start() : end]
-        fields = split_fields(block, [L.class_label, L.input])
+        fields = split_fields(block, [L.class_label, L.input, L.task])
         label = fields.get(L.class_label, "").split("\n")[0].strip()
         raw_input = fields.get(L.input, "")
         inp = "" if is_no_input(raw_input, L.no_input) else raw_input

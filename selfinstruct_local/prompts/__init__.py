@@ -39,7 +39,7 @@ class Labels:
     colon: str = ": "  # what follows a field name in prompts (zh uses the full-width colon)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: one cached instance per language
 class PromptSet:
     lang: str
     labels: Labels

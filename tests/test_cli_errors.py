@@ -1,0 +1,80 @@
+"""Errors a user will hit: one clear line on stderr, exit status 2, never a traceback."""
+
+import json
+
+import pytest
+
+from tests.conftest import sigen
+
+
+def assert_clean_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ")
+    for needle in needles:
+        assert needle in result.stderr
+
+
+def test_unknown_model_lists_known_ones(tmp_path):
+    result = sigen("run", "--model", "no-such-model", "-o", str(tmp_path / "r"))
+    assert_clean_error(result, "unknown model 'no-such-model'", "llama-7b", "smollm2-135m")
+
+
+def test_missing_weights_say_how_to_get_them(tmp_path):
+    result = sigen("run", "--model", "llama-7b", "-o", str(tmp_path / "r"),
+                   env={"SIGEN_MODEL_DIR": str(tmp_path / "models")})
+    assert_clean_error(result, "weights for 'llama-7b' are not at", "SIGEN_MODEL_DIR")
+
+
+def test_too_many_gpus(tmp_path):
+    result = sigen("run", "--gpus", "3", "-o", str(tmp_path / "r"))
+    assert_clean_error(result, "--gpus 3 asked for more GPUs than are visible")
+
+
+def test_malformed_seed_file_names_file_and_line(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"instruction": "Name three colors you like."}) + "\n{oops\n")
+    result = sigen("run", "--seeds", str(seeds), "-o", str(tmp_path / "r"))
+    assert_clean_error(result, f"{seeds}:2: not valid JSON")
+
+
+def test_vllm_missing_names_the_extra(tmp_path, smollm2):
+    # Run the CLI in a Python where `import vllm` fails, as on a machine without it.
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['vllm'] = None; "
+            "from selfinstruct_local.cli import main; main()")
+    result = subprocess.run(
+        [sys.executable, "-c", code, "run", "-o", str(tmp_path / "r"), "-n", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert_clean_error(result, "vLLM is not installed", "selfinstruct-local[gpu]",
+                       "selfinstruct-local[cpu]", "--engine transformers")
+
+
+def _commands(group, prefix=()):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+def test_help_documents_every_option():
+    import typer
+
+    from selfinstruct_local.cli import app
+
+    found = dict(_commands(typer.main.get_command(app)))
+    assert {("run",), ("dedup",), ("models", "list"), ("models", "prepare")} <= set(found)
+    for path, command in found.items():
+        assert command.help, path
+        for param in command.params:
+            if param.name != "help":
+                assert (param.help or "").strip(), f"sigen {' '.join(path)}: {param.name}"
+
+
+def test_run_help_prints():
+    result = sigen("run", "--help")
+    assert result.returncode == 0 and "--num-instructions" in result.stdout
