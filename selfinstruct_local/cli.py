@@ -187,6 +187,39 @@ def models_prepare(
     print(f"{spec.name} ready at {path} ({time.perf_counter() - started:.0f} s)")
 
 
+RunDir = Annotated[Path, typer.Argument(help="A run directory written by `sigen run`.",
+                                        file_okay=False)]
+
+
+@app.command()
+def stats(run_dir: RunDir) -> None:
+    """Summarize a run (counts, reasons, lengths, diversity); write report.md with plots."""
+    from selfinstruct_local.report import format_summary, summarize, write_report
+
+    summary = summarize(run_dir)
+    path = write_report(run_dir)  # first, so that `sigen stats DIR | head` still writes it
+    print(format_summary(summary))
+    print(f"report: {path}")
+
+
+@app.command()
+def export(
+    run_dir: RunDir,
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="alpaca (JSON list of instruction/input/output), sharegpt "
+        "(JSON list of conversations, for FastChat, LLaMA-Factory, axolotl) or jsonl "
+        "(one object per line, with instruction_id).")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="File to write. Default: DIR/export.FORMAT.json "
+        "(DIR/export.jsonl for jsonl).", dir_okay=False)] = None,
+) -> None:
+    """Write a run's instruction data in a format that fine-tuning tools read."""
+    from selfinstruct_local.export import export_rows
+
+    path, count = export_rows(run_dir, fmt, output)
+    print(f"{count} examples ({fmt.strip().lower()}) -> {path}")
+
+
 def main() -> None:
     try:
         app()

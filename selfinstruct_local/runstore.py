@@ -40,8 +40,14 @@ class RunStore:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def read(self, name: str, warn: Callable[[str], None] = print) -> list[dict]:
-        """All rows of a JSONL file; a torn last line is dropped (and cut from the file)."""
+    def read(
+        self, name: str, warn: Callable[[str], None] = print, repair: bool = True
+    ) -> list[dict]:
+        """All rows of a JSONL file; a torn last line is dropped.
+
+        With `repair` (the writer's view, on resume) the torn line is also cut from the file;
+        without it (readers such as `sigen stats`, maybe while a run is writing) nothing changes.
+        """
         path = self.path(name)
         if not path.exists():
             return []
@@ -57,13 +63,14 @@ class RunStore:
             except ValueError:
                 if good_end + len(raw) == len(data):  # the last line: a write cut short
                     warn(f"{path}:{lineno}: dropping a torn last line left by an interrupted write")
-                    self._truncate(path, good_end)
+                    if repair:
+                        self._truncate(path, good_end)
                     return rows
                 raise SigenError(
                     f"{path}:{lineno}: not a JSON object; the run directory is damaged. "
                     "Remove or fix that line, or start a new run with another --output."
                 ) from None
-            if not complete:  # valid JSON but no newline: complete it so appends stay clean
+            if not complete and repair:  # valid JSON, no newline: complete it for later appends
                 with open(path, "ab") as handle:
                     handle.write(b"\n")
             rows.append(row)
@@ -86,17 +93,7 @@ class RunStore:
         self._replace(name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
     def _replace(self, name: str, text: str) -> None:
-        target = self.path(name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=self.root)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path(name), text.encode("utf-8"))
 
     def read_json(self, name: str) -> dict | None:
         path = self.path(name)
@@ -106,3 +103,21 @@ class RunStore:
             return json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             raise SigenError(f"{path}: not valid JSON; the run directory is damaged") from None
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """Replace `target` with `data`: write a temporary sibling, fsync, rename.
+
+    A reader sees the old file or the new one, never half of one, whatever kills the process.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a run's files are ordinary files
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -51,4 +51,5 @@ def test_manifest_replaced_atomically(tmp_path):
     store.write_json("manifest.json", {"round": 2})
     assert json.loads(store.path("manifest.json").read_text()) == {"round": 2}
     assert os.listdir(tmp_path) == ["manifest.json"]  # no temporary files left behind
+    assert store.path("manifest.json").stat().st_mode & 0o777 == 0o644
     assert store.read_json("missing.json") is None

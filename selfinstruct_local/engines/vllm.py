@@ -28,7 +28,7 @@ class VLLMEngine:
     def __init__(self, spec: ModelSpec, gpus: int, seed: int) -> None:
         # Defaults that keep the CPU build small and quiet; a user's own settings win.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         try:
             import vllm

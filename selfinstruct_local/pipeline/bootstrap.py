@@ -58,9 +58,9 @@ def build_bootstrap_request(
 
 def _item_start(prompts: PromptSet) -> re.Pattern[str]:
     task = re.escape(prompts.labels.task)
-    # "Task 10: ...", "10. ...", "10、...", "(10) ...", "（10）..."
+    # "Task 10: ...", "10. ...", "10、...", "10）...", "10．...", "(10) ...", "（10）..."
     return re.compile(
-        rf"^\s*(?:\**{task}\s*\d+\**\s*[:：.、]|\d+\s*[.、:：)]|[(（]\d+[)）])"
+        rf"^\s*(?:\**{task}\s*\d+\**\s*[:：.．、]|\d+\s*[.．、:：)）]|[(（]\d+[)）])"
         r"\s*(?P<text>.*)$",
         re.IGNORECASE,
     )

@@ -3,6 +3,12 @@
 A reason is a short name, optionally followed by ":detail" (e.g. "blacklist:image"); counters use
 the part before the colon. The near-duplicate check is not here: it needs the pool, so it lives in
 `selfinstruct_local.dedup` and runs after these cheap checks.
+
+Chinese (lang "zh") differs in four places: its blacklist matches substrings, because Chinese is
+written without spaces and has no word boundaries to anchor on; CJK-heavy text (in any run) is
+measured in characters with its own bounds; a leading quoted term or book title is part of the
+sentence, not punctuation noise; and 编写一个程序 counts as "Write a program". No filter rejects
+text for being non-ASCII.
 """
 
 from __future__ import annotations
@@ -13,53 +19,107 @@ from collections import Counter
 from collections.abc import Callable
 
 from selfinstruct_local.seeds import Instance
-from selfinstruct_local.text import count_words
+from selfinstruct_local.text import is_cjk_char, tokenize
 
 MIN_WORDS = 3  # an instruction of at most this many words is dropped
 MAX_WORDS = 150
+# CJK-heavy text counts one token per character. An English word is roughly 1.5-2 Chinese
+# characters, so the word bounds scale to: at most 5 characters is too short to be a task
+# ("写一首诗" is 4), and more than 300 is as long as a 150-word English instruction.
+MIN_CJK_CHARS = 5
+MAX_CJK_CHARS = 300
 
 BLACKLIST = {
     "en": (
         "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map",
         "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
     ),
+    # Things a text-only model cannot see, hear, draw, open or visit. Only words that do not
+    # hide inside harmless ones: "画出" is left out because of "刻画出人物性格" (portray), "上网"
+    # because of "上网课" (online class).
+    "zh": (
+        "图片", "图像", "照片", "图表", "插图", "截图", "画图", "绘制", "绘画", "画一幅", "画一张",
+        "流程图", "示意图", "思维导图", "地图", "文件", "附件", "视频", "录像", "音频", "音乐",
+        "录音", "访问网站", "打开网页", "打开链接", "浏览网页", "上网搜索",
+    ),
 }
+# Languages written without spaces: a blacklisted word counts wherever it appears.
+SUBSTRING_LANGS = frozenset({"zh"})
+# The lists each language applies; zh text often mixes in English words ("画一个 flowchart").
+BLACKLISTS_FOR = {"en": ("en",), "zh": ("zh", "en")}
+
+
+def _length(instruction: str) -> tuple[int, int, int]:
+    """Token count and the (min, max) bounds that apply: CJK bounds when most tokens are CJK."""
+    tokens = tokenize(instruction)
+    cjk = sum(1 for t in tokens if is_cjk_char(t))
+    if tokens and 2 * cjk >= len(tokens):
+        return len(tokens), MIN_CJK_CHARS, MAX_CJK_CHARS
+    return len(tokens), MIN_WORDS, MAX_WORDS
 
 
 def too_short(instruction: str, lang: str = "en") -> str | None:
-    return "too_short" if count_words(instruction) <= MIN_WORDS else None
+    n, low, _ = _length(instruction)
+    return "too_short" if n <= low else None
 
 
 def too_long(instruction: str, lang: str = "en") -> str | None:
-    return "too_long" if count_words(instruction) > MAX_WORDS else None
+    n, _, high = _length(instruction)
+    return "too_long" if n > high else None
 
 
-def _blacklist_regex(words: tuple[str, ...]) -> re.Pattern[str]:
+def _blacklist_regex(words: tuple[str, ...], whole_words: bool) -> re.Pattern[str]:
+    # Longest first: where two listed words start at the same place, the longer one is reported.
+    ordered = sorted(words, key=len, reverse=True)
+    alternatives = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in ordered)
+    if not whole_words:
+        return re.compile(f"({alternatives})", re.IGNORECASE)
     # Whole words only, any case: "plot" is dropped, "plotter" and "snapshot" are not.
-    alternatives = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in words)
     return re.compile(rf"(?<!\w)({alternatives})(?!\w)", re.IGNORECASE)
 
 
-_BLACKLIST_RE = {lang: _blacklist_regex(words) for lang, words in BLACKLIST.items()}
+_BLACKLIST_RE = {
+    lang: _blacklist_regex(words, whole_words=lang not in SUBSTRING_LANGS)
+    for lang, words in BLACKLIST.items()
+}
 
 
 def blacklisted_word(instruction: str, lang: str = "en") -> str | None:
-    pattern = _BLACKLIST_RE.get(lang)
-    match = pattern.search(instruction) if pattern else None
-    return f"blacklist:{' '.join(match.group(1).lower().split())}" if match else None
+    for listed in BLACKLISTS_FOR.get(lang, ()):
+        match = _BLACKLIST_RE[listed].search(instruction)
+        if match:
+            return f"blacklist:{' '.join(match.group(1).lower().split())}"
+    return None
+
+
+# In Chinese a task often opens with a quoted term or a book title: “截止”和“截至”有什么区别？
+# or 《红楼梦》里谁最会写诗？ Such an opening mark is part of the sentence when its closing mark
+# follows. Brackets are not exempt: （1） and 【任务】 are leftovers of list and label markup.
+_PAIRED_OPENERS = {"zh": {"《": "》", "〈": "〉", "“": "”", "「": "」", "『": "』"}}
 
 
 def starts_with_punctuation(instruction: str, lang: str = "en") -> str | None:
-    first = instruction.lstrip()[:1]
-    if first and unicodedata.category(first)[0] in "PS":
-        return "starts_with_punctuation"
-    return None
+    # Full-width marks (，。“（【) are in Unicode's P* categories too, so this covers them.
+    text = instruction.lstrip()
+    first = text[:1]
+    if not first or unicodedata.category(first)[0] not in "PS":
+        return None
+    closer = _PAIRED_OPENERS.get(lang, {}).get(first)
+    return None if closer and closer in text[1:] else "starts_with_punctuation"
+
+
+# Self-Instruct's rule against instructions that open by asking for a whole program, and its
+# Chinese form: 编写一个程序 / 写个程序 / 请编写程序, but not 写一个程序员的日记
+# (a programmer's diary).
+_PROGRAM_RE = re.compile(
+    r"^\s*(?:write a program|(?:请你?)?(?:编写|写|编)(?:一个|一段|个)?程序(?![员猿]))",
+    re.IGNORECASE,
+)
 
 
 def starts_with_write_a_program(instruction: str, lang: str = "en") -> str | None:
-    if instruction.lstrip().lower().startswith("write a program"):
-        return "write_a_program"
-    return None
+    # Both forms apply to every language: neither can match text in another script.
+    return "write_a_program" if _PROGRAM_RE.match(instruction) else None
 
 
 INSTRUCTION_FILTERS: tuple[Callable[[str, str], str | None], ...] = (

@@ -8,6 +8,7 @@ has instances its instance rows and then its machine_instructions row are writte
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -131,7 +132,7 @@ class Generator:
 
         A payload (Alpaca's input and output) travels with its candidate into the pending row.
         """
-        needed = self.config.num_instructions - self.state.accepted
+        needed = self._candidates_needed()
         accepted: list[dict] = []
         rejected: list[dict] = []
         for k, text in enumerate(candidates):
@@ -147,6 +148,14 @@ class Generator:
         self.store.append(REJECTED, rejected)
         self.store.append(PENDING, accepted)
         return accepted
+
+    def _candidates_needed(self) -> int:
+        """How many candidates to take this round to reach the target, allowing for the share
+        that will find no valid instance (observed so far; assume half before any evidence)."""
+        missing = self.config.num_instructions - self.state.accepted
+        done = self.state.accepted + self.state.reject_reasons["no_valid_instances"]
+        success = self.state.accepted / done if done >= 10 else 0.5
+        return math.ceil(missing / max(success, 0.25))
 
     def _screen(self, text: str) -> dict:
         """A rejected row (with "reason") or a pending row for one candidate instruction."""
@@ -243,12 +252,21 @@ class Generator:
         ])
 
     def _finalize(self, row: dict, is_cls: bool | None, kept: list[Instance]) -> None:
-        """Write the final outcome of one instruction: its instances and row, or a rejection."""
+        """Write the final outcome of one instruction: its instances and row, or a rejection.
+
+        More candidates are taken than needed (some find no instance), so the ones that finish
+        after the target is reached are recorded as `target_reached` rather than accepted.
+        """
+        reason = None
         if not kept:
-            self.state.reject("no_valid_instances")
+            reason = "no_valid_instances"
+        elif self.state.accepted >= self.config.num_instructions:
+            reason = "target_reached"
+        if reason:
+            self.state.reject(reason)
             self.store.append(REJECTED, [{
                 "stage": "instruction", "round": row["round"], "id": row["id"],
-                "instruction": row["instruction"], "reason": "no_valid_instances",
+                "instruction": row["instruction"], "reason": reason,
             }])
             self.state.finalized.add(row["id"])
             return

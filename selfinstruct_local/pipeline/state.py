@@ -70,7 +70,7 @@ def load_state(
             continue
         state.reject(row["reason"])
         state.round = max(state.round, row["round"])
-        if row["reason"] == "no_valid_instances":
+        if row["reason"] in ("no_valid_instances", "target_reached"):
             state.finalized.add(row["id"])
     final_ids = {row["id"] for row in finals}
     kept = [row for row in instances if row["instruction_id"] in final_ids]

