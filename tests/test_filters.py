@@ -73,12 +73,19 @@ def test_instance_filters():
         Instance("9 / 3", "3"),
         Instance("9 / 3", "three"),  # same input, different output: both go
         Instance("26.2 miles", "42.2 km"),  # copies a few-shot example
+        Instance("a dog", "Max plays.\n\nMax plays.\nMax plays."),  # one line, looped
     ]
     kept, dropped = filter_instances(found, examples=frozenset({"26.2 miles"}))
     assert kept == [Instance("2 + 2", "4"), Instance("5 - 1", "4")]
     reasons = sorted(why for _, why in dropped)
     assert reasons == ["conflicting_outputs", "conflicting_outputs", "copied_example",
-                       "duplicate_instance", "empty_output", "input_equals_output"]
+                       "duplicate_instance", "empty_output", "input_equals_output",
+                       "repetitive_output"]
+
+
+def test_multi_line_output_is_not_repetitive():
+    kept, _ = filter_instances([Instance("", "Step one.\nStep two.\nStep one.")])
+    assert len(kept) == 1
 
 
 def test_open_ended_task_keeps_its_first_answer():

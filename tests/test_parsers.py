@@ -81,8 +81,8 @@ def test_parse_drops_the_last_item_when_cut_by_the_token_limit():
 
 @pytest.mark.parametrize(
     "line",
-    ["Task 10: Name a river.", "10. Name a river.", "10) Name a river.", "**Task 10:** Name a river.",
-     "(10) Name a river.", "Task 10. Name a river."],
+    ["Task 10: Name a river.", "10. Name a river.", "10) Name a river.",
+     "**Task 10:** Name a river.", "(10) Name a river.", "Task 10. Name a river."],
 )
 def test_parse_accepts_common_numbering_styles(line):
     items = parse_instructions(EN, f" Sort the words by length.\n{line}", "stop")
@@ -183,7 +183,7 @@ def test_alpaca_parse_blocks():
     text = (" Name the capital of Peru.\nInput: <none>\nOutput: Lima.\n\n"
             "Task 5\nInstruction: Shorten the sentence.\nInput: The meeting that we had planned "
             "for Monday has been moved.\nOutput: Monday's meeting has moved.\n\n"
-            "Task 6\nInstruction: Add the numbers.\nInput: 2, 3\nOutput: 5\n\nTask 7\n"
+            "Task 6\nInstructions: Add the numbers.\nInput: 2, 3\nOutput: 5\n\nTask 7\n"
             "Instruction: Half-written")
     stop = parse_alpaca_tasks(EN, text, "stop")
     assert stop[:3] == [

@@ -9,7 +9,8 @@ from selfinstruct_local.pipeline.filters import check_instruction
 from selfinstruct_local.seeds import DEFAULT_SEEDS, Instance, load_seed_tasks
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_SEEDS = Path(__file__).resolve().parents[1].parent / "shared/seeds/self_instruct_seed_tasks.jsonl"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_SEEDS = SHARED / "seeds" / "self_instruct_seed_tasks.jsonl"
 
 
 def test_reads_the_self_instruct_format():

@@ -62,9 +62,11 @@ def parse_alpaca_tasks(
     if finish_reason == "length":
         blocks = blocks[:-1]
     tasks = []
+    plural = L.instruction + "s"  # small models drift to "Instructions:"
     for block in blocks:
-        fields = split_fields(block, [L.instruction, L.input, L.output])
-        instruction = clean_item(fields.get(L.instruction, "").split("\n")[0])
+        fields = split_fields(block, [L.instruction, plural, L.input, L.output])
+        named = fields.get(L.instruction, fields.get(plural, ""))
+        instruction = clean_item(named.split("\n")[0])
         output = fields.get(L.output, "").strip()
         if not instruction or L.output not in fields:
             continue

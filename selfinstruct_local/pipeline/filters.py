@@ -140,6 +140,12 @@ def check_instruction(instruction: str, lang: str = "en") -> str | None:
     return None
 
 
+def _repeats_itself(output: str) -> bool:
+    """An output made of one paragraph written out again and again (a small model's loop)."""
+    paragraphs = [p.strip() for p in output.split("\n") if p.strip()]
+    return len(paragraphs) >= 2 and len(set(paragraphs)) == 1
+
+
 def copy_key(text: str) -> str:
     """Text folded for the copied-example check: case, spacing and wrapping quotes ignored."""
     return " ".join(text.casefold().split()).strip("\"'“”‘’「」 ")
@@ -171,6 +177,8 @@ def filter_instances(
             dropped.append((inst, "empty_output"))
         elif inp and inp == out:
             dropped.append((inst, "input_equals_output"))
+        elif _repeats_itself(out):
+            dropped.append((inst, "repetitive_output"))
         elif examples and (copy_key(inp) in examples or copy_key(out) in examples):
             dropped.append((inst, "copied_example"))
         elif (inp, out) in seen:
