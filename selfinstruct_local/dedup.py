@@ -1,0 +1,366 @@
+"""ROUGE-L near-duplicate filtering: exact, near-linear, CJK-aware.
+
+Self-Instruct keeps a new instruction only if its ROUGE-L F against every instruction already
+kept is below a threshold (0.7). Tokens come from ``text.tokenize`` (one token per CJK
+character); F = 2*LCS / (m + n), computed with rapidfuzz's Indel distance on strings that code
+each token as one character. The threshold t is taken as the exact fraction of its decimal form
+(0.7 -> 7/10) and every comparison is done in integers, so F == t is rejected, as the rule says.
+
+``NearDupIndex`` answers "does some item have F >= t" exactly: ``prefix_index`` produces every
+pair that can reach t (prefix, position, count and length filters; no false negatives) and each
+candidate is verified with the exact LCS. An optional datasketch MinHash LSH screen
+(``use_lsh``) only chooses which candidates are verified first; it never decides on its own.
+``brute_force_dedup`` is the obviously-correct all-pairs reference for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Indel
+
+from selfinstruct_local.errors import SigenError
+from selfinstruct_local.prefix_index import PrefixIndex, TokenCoder, elements
+from selfinstruct_local.text import tokenize
+
+DEFAULT_THRESHOLD = 0.7
+
+
+@dataclass(frozen=True)
+class DedupDecision:
+    """Outcome for one text: kept, or rejected as 'empty' / 'near_duplicate' of ``match_id``."""
+
+    kept: bool
+    reason: str | None = None
+    match_id: int | None = None
+    match_score: float | None = None
+
+
+def threshold_fraction(threshold: float | Fraction) -> Fraction:
+    """The threshold as the exact fraction of its decimal form (0.7 -> 7/10), in (0, 1]."""
+    try:
+        frac = Fraction(str(threshold))
+    except (ValueError, ZeroDivisionError):
+        frac = Fraction(-1)
+    if not 0 < frac <= 1:
+        raise SigenError(
+            f"similarity threshold {threshold!r} is not a number in (0, 1]; "
+            "pass a value such as 0.7 (Self-Instruct's default)."
+        )
+    return frac
+
+
+def rouge_l(a: str, b: str) -> float:
+    """ROUGE-L F between two texts over ``text.tokenize`` tokens (0.0 if either has none)."""
+    coder = TokenCoder()
+    return _score(coder.encode(tokenize(a)), coder.encode(tokenize(b)))
+
+
+def _score(a: str, b: str) -> float:
+    """F of two coded strings as one correctly rounded division of integers (so equal
+    fractions give equal floats), 0.0 if either is empty."""
+    total = len(a) + len(b)
+    if not a or not b:
+        return 0.0
+    return (total - Indel.distance(a, b)) / total
+
+
+class MinHashScreen:
+    """Optional first pass: datasketch MinHash LSH over the same (token, occurrence) elements.
+
+    F >= t implies Jaccard >= t / (2 - t) on those elements (LCS <= overlap), so the LSH is
+    tuned a little below that. Its hits are only verified first; misses change nothing.
+    """
+
+    def __init__(self, frac: Fraction, num_perm: int = 64) -> None:
+        from datasketch import MinHash, MinHashLSH  # only paid for when asked for
+
+        self._minhash = MinHash
+        self._num_perm = num_perm
+        jaccard = float(frac / (2 - frac))
+        self._lsh = MinHashLSH(threshold=max(0.05, jaccard - 0.1), num_perm=num_perm)
+
+    def _sketch(self, elems: list[int]):  # -> datasketch.MinHash
+        sketch = self._minhash(num_perm=self._num_perm, seed=1, hashfunc=_hash32)
+        sketch.update_batch(elems)
+        return sketch
+
+    def add(self, item: int, elems: list[int]) -> None:
+        if elems:
+            self._lsh.insert(item, self._sketch(elems), check_duplication=False)
+
+    def query(self, elems: list[int]) -> list[int]:
+        return self._lsh.query(self._sketch(elems)) if elems else []
+
+
+def _hash32(element: int) -> int:
+    return ((element * 0x9E3779B97F4A7C15) >> 32) & 0xFFFFFFFF
+
+
+class NearDupIndex:
+    """A growing pool of texts with exact ROUGE-L near-duplicate lookup."""
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, *, use_lsh: bool = False) -> None:
+        self.threshold = threshold
+        self._frac = threshold_fraction(threshold)
+        self._coder = TokenCoder()
+        self._index = PrefixIndex(self._frac.numerator, self._frac.denominator)
+        self._texts: list[str] = []
+        self._lsh = MinHashScreen(self._frac) if use_lsh else None
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def text(self, i: int) -> str:
+        """The text of item ``i`` as it was added."""
+        return self._texts[i]
+
+    def _encode(self, text: str) -> tuple[str, list[int]]:
+        coded = self._coder.encode(tokenize(text))
+        return coded, elements(coded)
+
+    def prime_order(self, texts: Sequence[str]) -> None:
+        """Optional speed-up: fix the token order from the frequencies in ``texts`` (say, the
+        whole batch to come) instead of re-deriving it as the index grows."""
+        self._prime([self._encode(t)[1] for t in texts])
+
+    def _prime(self, elem_lists: Sequence[list[int]]) -> None:
+        df: Counter[int] = Counter()
+        for elems in elem_lists:
+            df.update(elems)
+        self._index.freeze_order(df, len(elem_lists))
+
+    def _find(self, coded: str, elems: list[int], keys: list[int]) -> tuple[int, float] | None:
+        skip: frozenset[int] = frozenset()
+        if self._lsh is not None:
+            hits = self._lsh.query(elems)
+            hit = self._index.verify(coded, hits) if hits else None
+            if hit is None:
+                skip = frozenset(hits)
+        else:
+            hit = None
+        if hit is None:
+            hit = self._index.find(coded, keys, skip)
+        if hit is None:
+            return None
+        return hit, _score(coded, self._index.strings[hit])
+
+    def _add(self, text: str, coded: str, elems: list[int], keys: list[int]) -> int:
+        self._texts.append(text)
+        item = self._index.add(coded, elems, keys)
+        if self._lsh is not None:
+            self._lsh.add(item, elems)
+        return item
+
+    def add(self, text: str) -> int:
+        """Add ``text`` unconditionally; returns its item id."""
+        coded, elems = self._encode(text)
+        return self._add(text, coded, elems, self._index.keys(elems))
+
+    def find_duplicate(self, text: str) -> tuple[int, float] | None:
+        """Some item whose ROUGE-L F with ``text`` is >= threshold, with that score; or None."""
+        coded, elems = self._encode(text)
+        return self._find(coded, elems, self._index.keys(elems))
+
+    def check_and_add(self, text: str) -> DedupDecision:
+        """Add ``text`` unless it is empty or a near-duplicate of an item; says which."""
+        return self._check_and_add(text, *self._encode(text))
+
+    def _check_and_add(self, text: str, coded: str, elems: list[int]) -> DedupDecision:
+        if not coded:
+            return DedupDecision(kept=False, reason="empty")
+        keys = self._index.keys(elems)
+        hit = self._find(coded, elems, keys)
+        if hit is not None:
+            return DedupDecision(False, "near_duplicate", hit[0], hit[1])
+        self._add(text, coded, elems, keys)
+        return DedupDecision(kept=True)
+
+    def most_similar(self, text: str, k: int = 10) -> tuple[list[tuple[int, float]], float]:
+        """Exact top-k (id, score) over the whole pool, best first (ties: lower id first),
+        and the mean score over the whole pool. A full scan in C; for reporting only."""
+        coded = self._coder.encode(tokenize(text))
+        strings = self._index.strings
+        if not strings or k <= 0:
+            return [], 0.0
+        if coded:
+            dist = process.cdist([coded], strings, scorer=Indel.distance, workers=1)[0]
+            totals = len(coded) + np.fromiter(map(len, strings), np.int64, count=len(strings))
+            scores = (totals - dist) / totals  # as _score: equal fractions, equal floats
+            # Two empty strings would score 1.0; ROUGE says 0 when either side is empty.
+            scores[totals == len(coded)] = 0.0
+        else:
+            scores = np.zeros(len(strings))
+        k = min(k, len(scores))
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]  # k-th best score
+        tied = np.flatnonzero(scores >= kth)  # all of them, so ties go to the lower id
+        top = tied[np.lexsort((tied, -scores[tied]))[:k]]
+        return [(int(i), float(scores[i])) for i in top], float(scores.mean())
+
+
+def greedy_dedup(
+    texts: Sequence[str],
+    threshold: float = DEFAULT_THRESHOLD,
+    against: Sequence[str] = (),
+    *,
+    use_lsh: bool = False,
+) -> list[DedupDecision]:
+    """Keep each text, in input order, unless it is empty or has F >= threshold with a text
+    kept before it or with any text of ``against``. Same result as ``brute_force_dedup``.
+
+    ``match_id`` is a position in ``[*against, *texts]`` (the pool first).
+    """
+    index = NearDupIndex(threshold, use_lsh=use_lsh)
+    pool = [index._encode(t) for t in against]
+    batch = [index._encode(t) for t in texts]
+    # The whole input is known: freeze its exact element frequencies as the prefix order.
+    index._prime([elems for _, elems in pool] + [elems for _, elems in batch])
+    origin = []  # item id -> position in [*against, *texts]
+    for pos, (text, (coded, elems)) in enumerate(zip(against, pool, strict=True)):
+        index._add(text, coded, elems, index._index.keys(elems))
+        origin.append(pos)
+    decisions = []
+    for pos, (text, (coded, elems)) in enumerate(zip(texts, batch, strict=True), len(against)):
+        d = index._check_and_add(text, coded, elems)
+        if d.kept:
+            origin.append(pos)
+        elif d.match_id is not None:
+            d = DedupDecision(d.kept, d.reason, origin[d.match_id], d.match_score)
+        decisions.append(d)
+    return decisions
+
+
+def brute_force_dedup(
+    texts: Sequence[str], threshold: float = DEFAULT_THRESHOLD, against: Sequence[str] = ()
+) -> list[bool]:
+    """Reference: the same greedy rule, each text compared with every kept one (all pairs)."""
+    frac = threshold_fraction(threshold)
+    num, den = frac.numerator, frac.denominator
+    coder = TokenCoder()
+    pool = [s for s in (coder.encode(tokenize(t)) for t in against) if s]
+    kept = []
+    for text in texts:
+        coded = coder.encode(tokenize(text))
+        keep = bool(coded)
+        if keep and pool:
+            dist = process.cdist([coded], pool, scorer=Indel.distance, dtype=np.int64, workers=1)
+            total = len(coded) + np.fromiter(map(len, pool), dtype=np.int64, count=len(pool))
+            # 2*LCS = total - distance, and F >= t  <=>  2*LCS*den >= num*total.
+            keep = not bool(((total - dist[0]) * den >= num * total).any())
+        if keep:
+            pool.append(coded)
+        kept.append(keep)
+    return kept
+
+
+def default_output_path(input_path: str | os.PathLike[str]) -> Path:
+    """Where ``sigen dedup`` writes by default: data.jsonl -> data.dedup.jsonl."""
+    path = Path(input_path)
+    if path.suffix:
+        return path.with_name(f"{path.stem}.dedup{path.suffix}")
+    return path.with_name(f"{path.name}.dedup.jsonl")
+
+
+def read_jsonl_field(path: str | os.PathLike[str], field: str) -> tuple[list[bytes], list[str]]:
+    """The raw lines (with their line ends) and the ``field`` string of each non-blank line.
+
+    Raises SigenError naming the file and line for anything that is not a JSON object with
+    a string ``field``.
+    """
+    try:
+        handle = open(path, "rb")  # noqa: SIM115  # closed below; binary keeps bytes exact
+    except FileNotFoundError:
+        raise SigenError(f"{path}: no such file; check the path.") from None
+    except OSError as e:
+        raise SigenError(f"{path}: cannot read it ({e.strerror}); check the path.") from None
+    rows: list[bytes] = []
+    values: list[str] = []
+    with handle:
+        for lineno, raw in enumerate(handle, 1):  # binary iteration splits on b"\n" only
+            if not raw.strip():
+                continue
+            where = f"{path}, line {lineno}"
+            try:
+                row = json.loads(raw)
+            except UnicodeDecodeError:
+                raise SigenError(f"{where}: not UTF-8 text; re-save the file as UTF-8.") from None
+            except json.JSONDecodeError as e:
+                raise SigenError(
+                    f"{where}: not valid JSON ({e.msg}, column {e.colno}); each line must be "
+                    f'one JSON object such as {{"{field}": "..."}}; fix or delete the line.'
+                ) from None
+            if not isinstance(row, dict):
+                raise SigenError(
+                    f"{where}: a JSON {_json_type(row)}, not an object; each line must be "
+                    f'one JSON object such as {{"{field}": "..."}}.'
+                )
+            value = row.get(field)
+            if value is None and field not in row:
+                present = ", ".join(map(repr, list(row)[:8])) or "none"
+                raise SigenError(
+                    f'{where}: no "{field}" field (fields: {present}); add it, or choose the '
+                    "field to compare with --field."
+                )
+            if not isinstance(value, str):
+                raise SigenError(
+                    f'{where}: field "{field}" is {_json_type(value)}, not a string; '
+                    "make it a string or choose another field with --field."
+                )
+            rows.append(raw)
+            values.append(value)
+    return rows, values
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def dedup_jsonl(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str] | None = None,
+    field: str = "instruction",
+    threshold: float = DEFAULT_THRESHOLD,
+    against_path: str | os.PathLike[str] | None = None,
+    against_field: str | None = None,
+) -> dict[str, float | int]:
+    """Greedy-dedup a JSONL file on ``field``; writes the kept lines byte-for-byte, in order.
+
+    ``against_path`` is a pool (JSONL, ``against_field`` defaulting to ``field``) that every
+    row is also compared with. Returns the counts and the seconds taken.
+    """
+    start = time.perf_counter()
+    threshold_fraction(threshold)  # fail on a bad threshold before reading anything
+    out = Path(output_path) if output_path is not None else default_output_path(input_path)
+    if out.resolve() == Path(input_path).resolve():
+        raise SigenError(f"{out}: output would overwrite the input; pass another -o path.")
+    rows, texts = read_jsonl_field(input_path, field)
+    pool: list[str] = []
+    if against_path is not None:
+        pool = read_jsonl_field(against_path, against_field or field)[1]
+    decisions = greedy_dedup(texts, threshold, pool)
+    tmp = out.with_name(out.name + ".tmp")  # a crash never leaves a half-written output
+    try:
+        with open(tmp, "wb") as handle:
+            handle.writelines(row for row, d in zip(rows, decisions, strict=True) if d.kept)
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise SigenError(f"{out}: cannot write it ({e.strerror}); check the -o path.") from None
+    reasons = Counter(d.reason for d in decisions)
+    return {
+        "read": len(rows),
+        "kept": reasons[None],
+        "rejected_near_duplicate": reasons["near_duplicate"],
+        "rejected_empty": reasons["empty"],
+        "seconds": round(time.perf_counter() - start, 3),
+    }
