@@ -88,6 +88,13 @@ def run(
     max_new_tokens: Annotated[int | None, typer.Option(
         min=16, help="Token limit per bootstrapping (or Alpaca) completion. "
         "Default: 512 (Self-Instruct), 1536 (Alpaca).")] = None,
+    corpus: Annotated[Path | None, typer.Option(
+        help="Ground generation in your own texts: a UTF-8/GBK .txt file or a folder of them. "
+        "Each prompt carries one passage; tasks about it get the passage as their input.",
+        exists=True)] = None,
+    passage_chars: Annotated[int | None, typer.Option(
+        min=50, help="Longest passage in characters. Default: a sixth of the model's context "
+        "length (341 for smollm2-135m).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Generate instructions with instances into a run directory (resumable)."""
@@ -103,7 +110,7 @@ def run(
             model=model, models_file=models_file, engine=engine, gpus=gpus, method=method,
             lang=lang, seeds=seeds, num_instructions=num_instructions, output=output, seed=seed,
             batch_size=batch_size, max_rounds=max_rounds, temperature=temperature, top_p=top_p,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=max_new_tokens, corpus=corpus, passage_chars=passage_chars,
         )
     log = (lambda _m: None) if quiet else _log
     try:
@@ -120,7 +127,7 @@ def _config_from_run(directory: Path) -> RunConfig:
         raise SigenError(f"{directory} has no manifest.json; it is not a sigen run directory")
     saved = manifest["config"]
     known = {k: v for k, v in saved.items() if k in RunConfig.field_names()}
-    for key in ("models_file", "seeds", "output"):
+    for key in ("models_file", "seeds", "output", "corpus"):
         if known.get(key):
             known[key] = Path(known[key])
     known["output"] = directory

@@ -9,7 +9,7 @@ from pathlib import Path
 METHODS = ("self-instruct", "alpaca")
 
 # Changing any of these mid-run would mix two different datasets in one directory.
-RESUME_KEYS = ("model", "method", "lang", "seeds", "seeds_sha256")
+RESUME_KEYS = ("model", "method", "lang", "seeds", "seeds_sha256", "corpus", "passage_chars")
 
 
 @dataclass
@@ -30,6 +30,8 @@ class RunConfig:
     temperature: float | None = None  # None: the model's default from models.yaml
     top_p: float | None = None
     max_new_tokens: int | None = None  # for bootstrapping; None: a stage default
+    corpus: Path | None = None  # ground generation in these texts (a file or a folder)
+    passage_chars: int | None = None  # passage length; None: from the model's context length
 
     def to_json(self) -> dict:
         data = asdict(self)

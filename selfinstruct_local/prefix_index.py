@@ -160,23 +160,24 @@ class PrefixIndex:
         num, twoden = self.num, 2 * self.den
         buf = array("q")
         shortest = min(self._min_partner(m), _N_MAX)
+        longer = min(m, _N_MAX - 1)  # tail lengths above this (clamped like the stored ones)
         slack = twoden * (m + self.need - 1) - num * m
         for i, key in enumerate(keys[: self.prefix_len(m)]):
             reach = (slack - twoden * i) // num  # self._reach(m, i), inlined: hot loop
             if reach < shortest:
                 break  # reach only shrinks with i
-            reach = min(reach, _N_MAX)
+            top = min(reach, _N_MAX)
             found = head.get(key)
             if found is not None:
                 lengths, posts = found
-                start, end = bisect_left(lengths, shortest), bisect_right(lengths, reach)
+                start, end = bisect_left(lengths, shortest), bisect_right(lengths, top)
                 if start < end:
                     buf.extend(posts[start:end])
-            if reach > m:
+            if reach > m:  # tail postings serve only queries shorter than their item
                 found = tail.get(key)
                 if found is not None:
                     lengths, posts = found
-                    start, end = bisect_right(lengths, m), bisect_right(lengths, reach)
+                    start, end = bisect_right(lengths, longer), bisect_right(lengths, top)
                     if start < end:
                         buf.extend(posts[start:end])
         if not buf:

@@ -9,18 +9,21 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import platform
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from selfinstruct_local import __version__
 from selfinstruct_local.config import RESUME_KEYS, RunConfig, default_output_dir
+from selfinstruct_local.corpus import PassageSampler, load_corpus
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines.base import check_engine_available, check_gpus, load_engine
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ensure_weights, load_registry
-from selfinstruct_local.pipeline.runner import Generator
+from selfinstruct_local.pipeline.runner import Generator, RunInterrupted
 from selfinstruct_local.pipeline.state import RunState, load_state
 from selfinstruct_local.prompts import load_prompts
 from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, RunStore
@@ -64,6 +67,15 @@ def execute_run(
                 f"({previous['counts']['accepted']} instructions); nothing to do.")
             return store.root
     check_engine_available(config.engine)
+    passages = None
+    if config.corpus is not None:
+        if config.method != "self-instruct":
+            raise SigenError("--corpus works with --method self-instruct (the default) for now")
+        # Passage, task list and answer must fit the context: about a sixth of it per passage.
+        config.passage_chars = config.passage_chars or max(200, spec.max_model_len // 6)
+        passages = load_corpus(config.corpus, max_chars=config.passage_chars)
+        chapters = len({(p.source, p.chapter_index) for p in passages})
+        log(f"Corpus {config.corpus}: {len(passages)} passages from {chapters} chapters.")
     gpus = check_gpus(config.gpus)
     config.gpus = gpus
     batch_size = config.batch_size or (256 if gpus else 16)
@@ -85,8 +97,11 @@ def execute_run(
         sampling["temperature"] = config.temperature
     if config.top_p is not None:
         sampling["top_p"] = config.top_p
+    # Every round draws one passage per prompt, so the rounds done say how far the draw got.
+    sampler = (PassageSampler(passages, config.seed, used=state.round * batch_size)
+               if passages else None)
     generator = Generator(config, engine, prompts, seed_tasks, store, state, index,
-                          batch_size=batch_size, sampling=sampling, log=log)
+                          batch_size=batch_size, sampling=sampling, log=log, sampler=sampler)
     prior_wall = float((previous or {}).get("wall_seconds", 0.0))
 
     def manifest(status: str) -> dict:
@@ -99,14 +114,19 @@ def execute_run(
             log(progress_line(state, config, engine, time.perf_counter() - started))
 
     store.write_json(MANIFEST, manifest("running"))
+    stop = StopRequest(log)
     try:
-        generator.run(on_round=on_round)
-    except KeyboardInterrupt:
+        with stop:
+            generator.run(on_round=on_round, should_stop=lambda: stop.requested)
+    except (KeyboardInterrupt, RunInterrupted, Exception) as exc:
+        # After a Ctrl-C the engine's own process may die mid-call; that is the stop, not a bug.
+        if not (stop.requested or isinstance(exc, KeyboardInterrupt)):
+            raise
         store.write_json(MANIFEST, manifest("interrupted"))
         write_alpaca_data(store)
-        log(f"\nInterrupted. Nothing decided so far is lost; resume with: "
-            f"sigen run --resume {store.root}")
-        raise
+        log(f"Interrupted: {state.accepted} instructions kept, nothing decided is lost. "
+            f"Resume with: sigen run --resume {store.root}")
+        raise KeyboardInterrupt from None
     finally:
         engine.close()
     write_alpaca_data(store)
@@ -115,6 +135,31 @@ def execute_run(
     log(f"{'Done' if done else 'Stopped'}: {state.accepted} instructions, "
         f"{state.instances_kept} instances in {store.root}")
     return store.root
+
+
+class StopRequest:
+    """SIGINT handling: the first Ctrl-C asks for a stop at the next safe point, the second
+    stops at once (appends are line-sized and a torn last line is repaired on resume)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.requested = False
+        self.log = log
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log("\nStopping at the next safe point (press Ctrl-C again to stop at once) ...")
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _check_resume(previous: dict, config: RunConfig, force: bool, root: Path) -> None:

@@ -10,6 +10,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rapidfuzz.distance import Indel
 from rouge_score import rouge_scorer
 
 from selfinstruct_local.dedup import (
@@ -21,10 +22,26 @@ from selfinstruct_local.dedup import (
     rouge_l,
 )
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.prefix_index import TokenCoder
 from selfinstruct_local.text import tokenize
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-EN_VOCAB = ["add", "sort", "list", "file", "read", "write", "test", "data", "print", "the", "a", "of", "to", "in"]
+EN_VOCAB = [
+    "add",
+    "sort",
+    "list",
+    "file",
+    "read",
+    "write",
+    "test",
+    "data",
+    "print",
+    "the",
+    "a",
+    "of",
+    "to",
+    "in",
+]
 ZH_VOCAB = list("的一是了我不人在他有这个上们来到时大地为")
 MIXED_VOCAB = EN_VOCAB[:7] + ZH_VOCAB[:7]
 # DEDUP_EXAMPLES=2000 for a long bug hunt; the default keeps the file fast.
@@ -57,6 +74,12 @@ def naive_dedup(texts: list[str], threshold: float, against: list[str] = ()) -> 
     return kept
 
 
+def exact_f(ca: str, cb: str) -> Fraction:
+    """ROUGE-L F of two coded texts as a fraction (rapidfuzz's LCS: tested against ``lcs``)."""
+    total = len(ca) + len(cb)
+    return Fraction(total - Indel.distance(ca, cb), total) if ca and cb else Fraction(0)
+
+
 def join(tokens: list[str]) -> str:
     return " ".join(tokens)
 
@@ -70,7 +93,11 @@ def variant(rng: random.Random, base: list[str], vocab: list[str]) -> list[str]:
         out = [t for i, t in enumerate(out) if i % step != step - 1]
     elif kind == 1:  # interleaved insertions
         step = rng.randint(2, 5)
-        out = [t for i, tok in enumerate(out) for t in ([tok, rng.choice(vocab)] if i % step == 0 else [tok])]
+        out = [
+            t
+            for i, tok in enumerate(out)
+            for t in ([tok, rng.choice(vocab)] if i % step == 0 else [tok])
+        ]
     elif kind == 2:  # repeated tokens
         out = [t for tok in out for t in ([tok, tok] if rng.random() < 0.3 else [tok])]
     elif kind == 3 and len(out) > 1:  # reordered halves, uneven split
@@ -104,6 +131,17 @@ def near_threshold_texts(seed: int, vocab: list[str], n: int, sep: str = " ") ->
 def test_rouge_l_equals_rouge_score_on_ascii(a: list[str], b: list[str]) -> None:
     expected = SCORER.score(join(a), join(b))["rougeL"].fmeasure
     assert rouge_l(join(a), join(b)) == pytest.approx(expected, abs=1e-12)
+
+
+@SETTINGS
+@given(
+    st.lists(st.sampled_from("abcde"), max_size=15), st.lists(st.sampled_from("abcde"), max_size=15)
+)
+def test_rapidfuzz_lcs_equals_textbook_lcs(a: list[str], b: list[str]) -> None:
+    coder = TokenCoder()
+    assert exact_f(coder.encode(a), coder.encode(b)) == (
+        Fraction(2 * lcs(a, b), len(a) + len(b)) if a and b else 0
+    )
 
 
 def test_rouge_l_examples() -> None:
@@ -207,6 +245,37 @@ def test_long_and_repetitive_texts() -> None:
     assert_same_as_brute(texts, 0.7)
 
 
+@SETTINGS
+@given(st.integers(0, 10**9), st.sampled_from([0.5, 0.7, 0.8]))
+def test_find_duplicate_is_exact_on_an_unconditional_pool(seed: int, threshold: float) -> None:
+    pool = near_threshold_texts(seed, MIXED_VOCAB, 120)  # add() keeps near-duplicates too
+    queries = near_threshold_texts(seed + 3, MIXED_VOCAB, 40)
+    index = NearDupIndex(threshold)
+    for text in pool:
+        index.add(text)
+    t = Fraction(str(threshold))
+    coder = TokenCoder()
+    coded_pool = [coder.encode(tokenize(p)) for p in pool]
+    for query in queries:
+        coded = coder.encode(tokenize(query))
+        exists = any(exact_f(coded, p) >= t for p in coded_pool)
+        hit = index.find_duplicate(query)
+        assert (hit is not None) == exists
+        if hit is not None:
+            assert hit[1] == rouge_l(query, pool[hit[0]]) >= threshold
+
+
+def test_texts_longer_than_the_length_field() -> None:
+    # Lengths are stored clamped to 65535; longer texts must still be found.
+    rng = random.Random(3)
+    long = [rng.choice(EN_VOCAB) for _ in range(70_000)]
+    texts = [join(long), join(long[:66_000]), join(long[5_000:]), "add sort"]
+    assert [d.kept for d in greedy_dedup(texts)] == [True, False, False, True]
+    index = NearDupIndex()
+    index.add(texts[1])
+    assert index.find_duplicate(texts[0]) is not None  # the item is the shorter one
+
+
 def test_lsh_option_gives_the_same_result() -> None:
     texts = near_threshold_texts(11, MIXED_VOCAB, 300)
     plain = [d.kept for d in greedy_dedup(texts)]
@@ -214,6 +283,13 @@ def test_lsh_option_gives_the_same_result() -> None:
 
 
 # --- the index API ---------------------------------------------------------------------------
+
+
+def test_primed_order_gives_the_same_result() -> None:
+    texts = near_threshold_texts(4, ZH_VOCAB, 200, "")
+    index = NearDupIndex()
+    index.prime_order(texts[:50])  # a partial sample: unseen tokens just sort first
+    assert [index.check_and_add(t).kept for t in texts] == brute_force_dedup(texts)
 
 
 def test_index_api() -> None:
@@ -267,7 +343,9 @@ def test_dedup_jsonl_writes_kept_rows_unchanged_in_order(tmp_path) -> None:
         '{"instruction":"写一首关于春天的诗", "x": [1, 2]}\r\n',
         "\n",  # blank lines are skipped
         '{"id": 3, "instruction": "sort the list of numbers"}\n',
-        '{"id": 4,   "instruction": "\\u5199\\u4e00\\u9996\\u5173\\u4e8e\\u6625\\u5929\\u7684\\u8bd7"}\n',
+        # The same poem request with escapes and odd spacing: a duplicate, dropped.
+        '{"id": 4,   "instruction": "\\u5199\\u4e00\\u9996\\u5173\\u4e8e\\u6625\\u5929'
+        '\\u7684\\u8bd7"}\n',
         '{"id": 5, "instruction": "..."}\n',
         '{"id": 6, "instruction": "Translate to French: good morning"}',  # no final newline
     ]
@@ -277,10 +355,8 @@ def test_dedup_jsonl_writes_kept_rows_unchanged_in_order(tmp_path) -> None:
     out = default_output_path(src)
     assert out == tmp_path / "in.dedup.jsonl"
     assert out.read_bytes() == (rows[0] + rows[1] + rows[6]).encode()
-    assert {k: counts[k] for k in ("read", "kept", "rejected_near_duplicate", "rejected_empty")} == {
-        "read": 6, "kept": 3, "rejected_near_duplicate": 2, "rejected_empty": 1,
-    }  # fmt: skip
-    assert counts["seconds"] >= 0
+    del counts["seconds"]
+    assert counts == {"read": 6, "kept": 3, "rejected_near_duplicate": 2, "rejected_empty": 1}
 
 
 def test_dedup_jsonl_against_a_pool(tmp_path) -> None:
@@ -320,4 +396,5 @@ def test_dedup_jsonl_missing_file_and_bad_output(tmp_path) -> None:
         dedup_jsonl(src, src)
     with pytest.raises(SigenError, match="no such file"):
         dedup_jsonl(src, tmp_path / "o.jsonl", against_path=tmp_path / "nope.jsonl")
-    assert default_output_path("data") == default_output_path("data").with_name("data.dedup.jsonl")
+    assert str(default_output_path("runs/data")) == "runs/data.dedup.jsonl"
+    assert str(default_output_path("a.b/x.json")) == "a.b/x.dedup.json"

@@ -39,10 +39,12 @@ def test_zh_is_available_with_labels_read_as_text():
 @pytest.mark.parametrize("name", TEMPLATE_NAMES)
 def test_templates_have_the_english_slots_and_end_with_the_list(name):
     def slots(text):
-        return {s for s in ("{{tasks}}", "{{instruction}}", "{{count}}") if s in text}
+        names = ("{{tasks}}", "{{instruction}}", "{{count}}", "{{passage}}")
+        return {s for s in names if s in text}
 
     assert slots(ZH.templates[name]) == slots(EN.templates[name])
-    last = "{{tasks}}" if name in ("bootstrap", "alpaca") else "{{instruction}}"
+    last = {"bootstrap": "{{tasks}}", "alpaca": "{{tasks}}", "grounded": "{{passage}}"}.get(
+        name, "{{instruction}}")
     assert ZH.templates[name].endswith(last)
 
 

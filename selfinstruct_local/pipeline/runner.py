@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 
 from selfinstruct_local.config import RunConfig
+from selfinstruct_local.corpus import PassageSampler
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import Completion, Engine, Request
 from selfinstruct_local.pipeline.alpaca import (
@@ -27,6 +28,14 @@ from selfinstruct_local.pipeline.bootstrap import (
 )
 from selfinstruct_local.pipeline.classify import build_classify_request, parse_is_classification
 from selfinstruct_local.pipeline.filters import check_instruction, filter_instances
+from selfinstruct_local.pipeline.grounded import (
+    build_answer_request,
+    build_grounded_request,
+    dedup_key,
+    instruction_of_key,
+    parse_answer,
+    passage_record,
+)
 from selfinstruct_local.pipeline.instances import (
     build_instances_request,
     few_shot_texts,
@@ -42,6 +51,10 @@ TOP_SIMILAR = 10
 INSTANCE_ATTEMPTS = 2
 
 
+class RunInterrupted(Exception):
+    """Raised at a safe point after the user asked the run to stop (Ctrl-C)."""
+
+
 class Generator:
     def __init__(
         self,
@@ -55,6 +68,7 @@ class Generator:
         batch_size: int,
         sampling: dict[str, float],
         log: Callable[[str], None] = print,
+        sampler: PassageSampler | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -67,16 +81,25 @@ class Generator:
         self.temperature = sampling.get("temperature", 0.7)
         self.top_p = sampling.get("top_p", 0.9)
         self.log = log
+        self.sampler = sampler  # set when generation is grounded in a corpus
         self.human = [t.instruction for t in seed_tasks]
+        self._should_stop: Callable[[], bool] = lambda: False
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self, on_round: Callable[[], None] = lambda: None) -> None:
+    def run(
+        self,
+        on_round: Callable[[], None] = lambda: None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Rounds until the target; `should_stop` is polled at safe points between stages."""
+        self._should_stop = should_stop
         if self.state.in_flight:
             self.log(f"Completing {len(self.state.in_flight)} instructions left in flight ...")
             self._complete(self.state.in_flight)
             on_round()
         stalled = 0
         while self.state.accepted < self.config.num_instructions:
+            self._check_stop()
             if self.config.max_rounds and self.state.round >= self.config.max_rounds:
                 self.log(f"Stopping after --max-rounds {self.config.max_rounds}.")
                 break
@@ -85,12 +108,18 @@ class Generator:
                 break
             before = self.state.accepted
             self.state.round += 1
-            if self.config.method == "alpaca":
+            if self.sampler is not None:
+                self._grounded_round()
+            elif self.config.method == "alpaca":
                 self._alpaca_round()
             else:
                 self._self_instruct_round()
             stalled = stalled + 1 if self.state.accepted == before else 0
             on_round()
+
+    def _check_stop(self) -> None:
+        if self._should_stop():
+            raise RunInterrupted
 
     def _seed(self, stage: str, i: int) -> int:
         key = f"{self.config.seed}-{self.state.round}-{stage}-{i}"
@@ -123,6 +152,7 @@ class Generator:
             for text in parse_instructions(self.prompts, c.text, c.finish_reason)
         ]
         accepted = self._accept_instructions(candidates)
+        self._check_stop()  # the accepted ones are in pending.jsonl; a resume completes them
         self._complete(accepted)
 
     def _accept_instructions(
@@ -140,11 +170,11 @@ class Generator:
             if len(accepted) >= needed:
                 self.state.counts["surplus_unused"] += 1
                 continue
-            row = self._screen(text)
+            row = self._screen(text, payloads[k] if payloads else {})
             if "reason" in row:
                 rejected.append(row)
             else:
-                accepted.append({**row, **(payloads[k] if payloads else {})})
+                accepted.append(row)
         self.store.append(REJECTED, rejected)
         self.store.append(PENDING, accepted)
         return accepted
@@ -157,31 +187,34 @@ class Generator:
         success = self.state.accepted / done if done >= 10 else 0.5
         return math.ceil(missing / max(success, 0.25))
 
-    def _screen(self, text: str) -> dict:
+    def _screen(self, text: str, payload: dict) -> dict:
         """A rejected row (with "reason") or a pending row for one candidate instruction."""
         reason = check_instruction(text, self.config.lang)
         row: dict = {"stage": "instruction", "round": self.state.round, "instruction": text}
+        key = dedup_key(text, payload["input"] if "passage" in payload else None)
         if reason is None:
-            decision = self.index.check_and_add(text)
+            decision = self.index.check_and_add(key)
             if not decision.kept:
                 reason = decision.reason or "near_duplicate"
                 if decision.match_id is not None:
                     row["most_similar"] = [{
-                        "instruction": self.index.text(decision.match_id),
+                        "instruction": instruction_of_key(self.index.text(decision.match_id)),
                         "score": round(decision.match_score, 4),
                     }]
         if reason is not None:
             self.state.reject(reason)
             row["reason"] = reason
             return row
-        similar, average = self.index.most_similar(text, k=TOP_SIMILAR + 1)
+        row.update(payload)
+        similar, average = self.index.most_similar(key, k=TOP_SIMILAR + 1)
         own_id = len(self.index) - 1
         others = [(i, s) for i, s in similar if i != own_id][:TOP_SIMILAR]
         pool_size = len(self.index) - 1
         row.update(
             id=self.state.next_id(),
             most_similar=[
-                {"instruction": self.index.text(i), "score": round(s, 4)} for i, s in others
+                {"instruction": instruction_of_key(self.index.text(i)), "score": round(s, 4)}
+                for i, s in others
             ],
             # The index average includes the instruction itself (score 1); leave it out.
             avg_similarity=round((average * (pool_size + 1) - 1.0) / pool_size, 4)
@@ -203,6 +236,51 @@ class Generator:
                 self._log_dropped(row, found, dropped)
                 self._finalize(row, None, kept)
             return
+        if "passage" in pending[0]:
+            # Reading tasks about a passage: answered from it, no classification step.
+            is_cls = [False] * len(pending)
+
+            def make(i: int, attempt: int) -> Request:
+                return build_answer_request(
+                    self.prompts, pending[i]["instruction"], pending[i]["input"],
+                    temperature=0.0 if attempt == 0 else self.temperature,
+                    seed=self._seed(f"answer{attempt}", i))
+
+            def parse(i: int, c: Completion) -> list[Instance]:
+                answer = parse_answer(self.prompts, c.text, c.finish_reason)
+                return [Instance(pending[i]["input"], answer)] if answer else []
+        else:
+            is_cls = self._classify(pending)
+
+            def make(i: int, attempt: int) -> Request:
+                return build_instances_request(
+                    self.prompts, pending[i]["instruction"], is_cls[i],
+                    temperature=0.0 if attempt == 0 else self.temperature,
+                    seed=self._seed(f"instances{attempt}", i))
+
+            def parse(i: int, c: Completion) -> list[Instance]:
+                return parse_instances(self.prompts, c.text, is_cls[i], c.finish_reason)
+
+        examples = few_shot_texts(self.prompts)
+        todo = list(range(len(pending)))
+        for attempt in range(INSTANCE_ATTEMPTS):
+            # Greedy first, as in the paper; a task left with no usable instance gets a sampled
+            # second try rather than being thrown away.
+            completions = self._generate("instances", [make(i, attempt) for i in todo])
+            retry = []
+            for i, c in zip(todo, completions, strict=True):
+                found = parse(i, c)
+                kept, dropped = filter_instances(found, examples)
+                self._log_dropped(pending[i], found, dropped)
+                if kept or attempt + 1 == INSTANCE_ATTEMPTS:
+                    self._finalize(pending[i], is_cls[i], kept)
+                else:
+                    retry.append(i)
+            todo = retry
+            if not todo:
+                break
+
+    def _classify(self, pending: list[dict]) -> list[bool]:
         classified = self._generate(
             "classify",
             [build_classify_request(self.prompts, r["instruction"], seed=self._seed("classify", i))
@@ -212,34 +290,7 @@ class Generator:
         self.state.counts.update(
             "classification_" + {True: "yes", False: "no", None: "unclear"}[lab] for lab in labels
         )
-        is_cls = [bool(lab) for lab in labels]
-        examples = few_shot_texts(self.prompts)
-        todo = list(range(len(pending)))
-        for attempt in range(INSTANCE_ATTEMPTS):
-            # Greedy first, as in the paper; a task left with no usable instance gets a sampled
-            # second try rather than being thrown away.
-            completions = self._generate("instances", [
-                build_instances_request(
-                    self.prompts, pending[i]["instruction"], is_cls[i],
-                    temperature=0.0 if attempt == 0 else self.temperature,
-                    seed=self._seed(f"instances{attempt}", i),
-                )
-                for i in todo
-            ])
-            retry = []
-            for i, c in zip(todo, completions, strict=True):
-                found = parse_instances(self.prompts, c.text, is_cls[i], c.finish_reason)
-                kept, dropped = filter_instances(found, examples)
-                self._log_dropped(pending[i], found, dropped)
-                if kept:
-                    self._finalize(pending[i], is_cls[i], kept)
-                elif attempt + 1 < INSTANCE_ATTEMPTS:
-                    retry.append(i)
-                else:
-                    self._finalize(pending[i], is_cls[i], [])
-            todo = retry
-            if not todo:
-                break
+        return [bool(lab) for lab in labels]
 
     def _log_dropped(self, row: dict, found: list[Instance],
                      dropped: list[tuple[Instance, str]]) -> None:
@@ -284,9 +335,32 @@ class Generator:
             "most_similar": row.get("most_similar", []),
             "avg_similarity": row.get("avg_similarity", 0.0),
             "max_similarity": row.get("max_similarity", 0.0),
+            **({"passage": row["passage"]} if "passage" in row else {}),
         }
         self.store.append(INSTRUCTIONS, [final])
         self.state.add_final(final, len(kept))
+
+    # -- grounded in a corpus -------------------------------------------------------------
+    def _grounded_round(self) -> None:
+        passages = self.sampler.draw(self.batch_size)  # type: ignore[union-attr]
+        requests = [
+            build_grounded_request(
+                self.prompts, passage,
+                max_tokens=self.config.max_new_tokens or 384,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self._seed("grounded", i),
+            )
+            for i, passage in enumerate(passages)
+        ]
+        candidates, payloads = [], []
+        for passage, c in zip(passages, self._generate("bootstrap", requests), strict=True):
+            for text in parse_instructions(self.prompts, c.text, c.finish_reason):
+                candidates.append(text)
+                payloads.append({"input": passage.text, "passage": passage_record(passage)})
+        accepted = self._accept_instructions(candidates, payloads)
+        self._check_stop()
+        self._complete(accepted)
 
     # -- Alpaca ---------------------------------------------------------------------------
     def _alpaca_round(self) -> None:

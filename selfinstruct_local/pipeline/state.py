@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.pipeline.filters import reason_key
+from selfinstruct_local.pipeline.grounded import dedup_key
 from selfinstruct_local.runstore import INSTANCES, INSTRUCTIONS, PENDING, REJECTED, RunStore
 
 # Manifest counts recomputed from the files rather than carried over.
@@ -58,7 +59,7 @@ def load_state(
     rejected = store.read(REJECTED, warn)
     instances = store.read(INSTANCES, warn)
     for row in pending:
-        index.add(row["instruction"])
+        index.add(dedup_key(row["instruction"], row["input"] if "passage" in row else None))
         state.round = max(state.round, row["round"])
     state.issued = len(pending)
     for row in finals:

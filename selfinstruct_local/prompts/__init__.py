@@ -21,6 +21,8 @@ TEMPLATE_NAMES = (
     "instances_input_first",
     "instances_output_first",
     "alpaca",
+    "grounded",
+    "grounded_answer",
 )
 
 
@@ -36,6 +38,7 @@ class Labels:
     yes: str
     no: str
     no_input: str
+    passage: str
     colon: str = ": "  # what follows a field name in prompts (zh uses the full-width colon)
 
 

@@ -1,0 +1,99 @@
+"""Runs killed with SIGKILL at different moments resume with nothing lost or duplicated."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from tests.conftest import REPO, sigen
+
+pytestmark = pytest.mark.engine
+
+
+def rows(path):
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.endswith("}")]
+
+
+def start(args):
+    # A session of its own, so the kill reaches vLLM's engine process too, as `kill -9` of a
+    # whole job would.
+    return subprocess.Popen([sys.executable, "-m", "selfinstruct_local", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def kill_when(process, condition, timeout=900):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (status {process.returncode}) before the kill point")
+        if condition():
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    pytest.fail("kill point not reached in time")
+
+
+def test_killed_twice_then_resumed(tmp_path, smollm2):
+    out = tmp_path / "run"
+    args = ["run", "-n", "8", "--batch-size", "4", "-o", str(out), "--seed", "11"]
+    finals = out / "machine_instructions.jsonl"
+
+    # 1: mid-round, as soon as instructions wait for classification and instances.
+    kill_when(start(args), lambda: rows(out / "pending.jsonl"))
+    first = rows(finals)
+    assert rows(out / "pending.jsonl")
+    assert json.loads((out / "manifest.json").read_text())["status"] == "running"
+
+    # 2: after at least one more instruction is final.
+    kill_when(start(args), lambda: len(rows(finals)) > len(first))
+    second = rows(finals)
+
+    # A write cut short by the kill leaves a torn line; simulate one in a file it appends to.
+    with open(out / "rejected.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"stage": "instruction", "reason": "too_sh')
+
+    result = sigen(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "torn last line" in result.stderr and "Resuming" in result.stderr
+
+    final = rows(finals)
+    assert len(final) == 8
+    ids = [r["id"] for r in final]
+    texts = [r["instruction"] for r in final]
+    assert len(set(ids)) == 8 and len(set(texts)) == 8
+    for before in (first, second):  # nothing accepted before a kill is lost or changed
+        assert all(row in final for row in before)
+    instances = rows(out / "instances.jsonl")
+    per_instruction = Counter(r["instruction_id"] for r in instances)
+    assert set(per_instruction) == set(ids)
+    assert sum(r["num_instances"] for r in final) == len(instances)
+    pending_ids = [r["id"] for r in rows(out / "pending.jsonl")]
+    assert len(pending_ids) == len(set(pending_ids))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    assert manifest["counts"]["accepted"] == 8
+    assert manifest["counts"]["instances"] == len(instances)
+    assert len(json.loads((out / "data.json").read_text())) == len(instances)
+
+
+def test_resume_with_another_configuration_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    manifest = {"status": "interrupted", "config": {"model": "smollm2-135m",
+                                                    "method": "self-instruct", "lang": "en"}}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = sigen("run", "--method", "alpaca", "-o", str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "method: 'self-instruct' in the run, 'alpaca' now" in result.stderr
+    assert "--force" in result.stderr
