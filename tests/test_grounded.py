@@ -3,13 +3,11 @@
 import pytest
 
 from selfinstruct_local.corpus import Passage
-from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.pipeline.bootstrap import parse_instructions
 from selfinstruct_local.pipeline.grounded import (
+    PassageIndexes,
     build_answer_request,
     build_grounded_request,
-    dedup_key,
-    instruction_of_key,
     parse_answer,
 )
 from selfinstruct_local.prompts import load_prompts
@@ -44,12 +42,10 @@ def test_answer_prompt_and_parse():
 
 
 def test_same_question_about_different_passages_is_kept():
-    index = NearDupIndex()
+    indexes = PassageIndexes()
     question = "这段文字里谁最着急？为什么？"
-    first = index.check_and_add(dedup_key(question, PASSAGE.text))
-    elsewhere = "宝玉听了，忙起身出去，只见黛玉独自坐在窗下垂泪。"
-    other = index.check_and_add(dedup_key(question, elsewhere))
-    again = index.check_and_add(dedup_key(question, PASSAGE.text))
-    assert first.kept and other.kept and not again.kept
-    assert instruction_of_key(dedup_key(question, PASSAGE.text)) == question
-    assert dedup_key(question, None) == question
+    assert indexes["p1"].check_and_add(question).kept
+    assert indexes["p2"].check_and_add(question).kept  # another passage: kept
+    assert not indexes["p1"].check_and_add(question).kept  # same passage: a duplicate
+    assert indexes["p1"].check_and_add("概括这段文字的主要内容。").kept
+    assert len(indexes["p1"]) == 2 and len(indexes) == 2

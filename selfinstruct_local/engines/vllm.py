@@ -49,6 +49,11 @@ class VLLMEngine:
             kwargs["tensor_parallel_size"] = gpus
         else:
             kwargs["enforce_eager"] = True  # compiling graphs on CPU costs minutes for no gain
+        # vLLM's CPU build fails ("CPU Generator does not use offset") when a seeded request's
+        # prefill is split over steps, as long prompts are; on CPU the engine-wide seed alone
+        # keeps a run reproducible (same command, same machine, same output).
+        self.per_request_seeds = gpus > 0
+        self.stats.extra["per_request_seeds"] = self.per_request_seeds
         start = time.perf_counter()
         self.llm = vllm.LLM(**kwargs)
         self.stats.load_seconds = time.perf_counter() - start
@@ -67,7 +72,7 @@ class VLLMEngine:
                 temperature=r.temperature,
                 top_p=r.top_p,
                 stop=list(r.stop) or None,
-                seed=r.seed,
+                seed=r.seed if self.per_request_seeds else None,
             )
             for r in requests
         ]

@@ -2,9 +2,9 @@
 
 Each bootstrap prompt carries one passage and asks for a numbered list of tasks about it (plot,
 characters and relations, summary, poems and allusions, modern rewriting, continuation). The
-passage becomes every such task's instance input, and the answer is generated from it. The
-near-duplicate key is the instruction plus its passage, so the same question about different
-passages is kept while a question repeated about the same passage is not.
+passage becomes every such task's instance input, and the answer is generated from it. A task is
+checked for near-duplicates only against the tasks about the same passage, so the same question
+about different passages is kept while a question repeated about the same passage is not.
 """
 
 from __future__ import annotations
@@ -12,19 +12,25 @@ from __future__ import annotations
 import re
 
 from selfinstruct_local.corpus import Passage
+from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import Request
 from selfinstruct_local.prompts import PromptSet
 
 MAX_TASKS_PER_PASSAGE = 8
 
 
-def dedup_key(instruction: str, passage_text: str | None) -> str:
-    return f"{instruction}\n{passage_text}" if passage_text else instruction
+class PassageIndexes(dict):
+    """One near-duplicate index per passage id, created on first use.
 
+    A grounded task is compared only with the tasks about the same passage: a key made of
+    instruction plus passage would be dominated by the long passage (any two tasks about one
+    passage score about 0.9), while comparing instructions alone would drop the same good
+    question asked about another passage.
+    """
 
-def instruction_of_key(key: str) -> str:
-    """The instruction part of a near-duplicate key (instructions are single lines)."""
-    return key.split("\n", 1)[0]
+    def __missing__(self, passage_id: str) -> NearDupIndex:
+        index = self[passage_id] = NearDupIndex()
+        return index
 
 
 def passage_record(passage: Passage) -> dict:

@@ -31,8 +31,6 @@ from selfinstruct_local.pipeline.filters import check_instruction, filter_instan
 from selfinstruct_local.pipeline.grounded import (
     build_answer_request,
     build_grounded_request,
-    dedup_key,
-    instruction_of_key,
     parse_answer,
     passage_record,
 )
@@ -191,14 +189,15 @@ class Generator:
         """A rejected row (with "reason") or a pending row for one candidate instruction."""
         reason = check_instruction(text, self.config.lang)
         row: dict = {"stage": "instruction", "round": self.state.round, "instruction": text}
-        key = dedup_key(text, payload["input"] if "passage" in payload else None)
+        index = self.state.passage_indexes[payload["passage"]["id"]] if "passage" in payload \
+            else self.index
         if reason is None:
-            decision = self.index.check_and_add(key)
+            decision = index.check_and_add(text)
             if not decision.kept:
                 reason = decision.reason or "near_duplicate"
                 if decision.match_id is not None:
                     row["most_similar"] = [{
-                        "instruction": instruction_of_key(self.index.text(decision.match_id)),
+                        "instruction": index.text(decision.match_id),
                         "score": round(decision.match_score, 4),
                     }]
         if reason is not None:
@@ -206,15 +205,14 @@ class Generator:
             row["reason"] = reason
             return row
         row.update(payload)
-        similar, average = self.index.most_similar(key, k=TOP_SIMILAR + 1)
-        own_id = len(self.index) - 1
+        similar, average = index.most_similar(text, k=TOP_SIMILAR + 1)
+        own_id = len(index) - 1
         others = [(i, s) for i, s in similar if i != own_id][:TOP_SIMILAR]
-        pool_size = len(self.index) - 1
+        pool_size = len(index) - 1
         row.update(
             id=self.state.next_id(),
             most_similar=[
-                {"instruction": instruction_of_key(self.index.text(i)), "score": round(s, 4)}
-                for i, s in others
+                {"instruction": index.text(i), "score": round(s, 4)} for i, s in others
             ],
             # The index average includes the instruction itself (score 1); leave it out.
             avg_similarity=round((average * (pool_size + 1) - 1.0) / pool_size, 4)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.pipeline.filters import reason_key
-from selfinstruct_local.pipeline.grounded import dedup_key
+from selfinstruct_local.pipeline.grounded import PassageIndexes
 from selfinstruct_local.runstore import INSTANCES, INSTRUCTIONS, PENDING, REJECTED, RunStore
 
 # Manifest counts recomputed from the files rather than carried over.
@@ -33,6 +33,8 @@ class RunState:
     finalized: set[str] = field(default_factory=set)
     in_flight: list[dict] = field(default_factory=list)
     issued: int = 0  # ids handed out so far
+    # Grounded tasks are compared with the tasks about the same passage only.
+    passage_indexes: PassageIndexes = field(default_factory=PassageIndexes)
 
     def next_id(self) -> str:
         self.issued += 1
@@ -59,7 +61,10 @@ def load_state(
     rejected = store.read(REJECTED, warn)
     instances = store.read(INSTANCES, warn)
     for row in pending:
-        index.add(dedup_key(row["instruction"], row["input"] if "passage" in row else None))
+        if "passage" in row:
+            state.passage_indexes[row["passage"]["id"]].add(row["instruction"])
+        else:
+            index.add(row["instruction"])
         state.round = max(state.round, row["round"])
     state.issued = len(pending)
     for row in finals:
