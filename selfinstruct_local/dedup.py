@@ -115,6 +115,7 @@ class NearDupIndex:
         self._coder = TokenCoder()
         self._index = PrefixIndex(self._frac.numerator, self._frac.denominator)
         self._texts: list[str] = []
+        self._lengths = np.zeros(1024, dtype=np.int64)  # token counts, for most_similar
         self._lsh = MinHashScreen(self._frac) if use_lsh else None
 
     def __len__(self) -> int:
@@ -157,6 +158,9 @@ class NearDupIndex:
     def _add(self, text: str, coded: str, elems: list[int], keys: list[int]) -> int:
         self._texts.append(text)
         item = self._index.add(coded, elems, keys)
+        if item >= len(self._lengths):
+            self._lengths = np.concatenate([self._lengths, np.zeros_like(self._lengths)])
+        self._lengths[item] = len(coded)
         if self._lsh is not None:
             self._lsh.add(item, elems)
         return item
@@ -194,7 +198,7 @@ class NearDupIndex:
             return [], 0.0
         if coded:
             dist = process.cdist([coded], strings, scorer=Indel.distance, workers=1)[0]
-            totals = len(coded) + np.fromiter(map(len, strings), np.int64, count=len(strings))
+            totals = len(coded) + self._lengths[: len(strings)]
             scores = (totals - dist) / totals  # as _score: equal fractions, equal floats
             # Two empty strings would score 1.0; ROUGE says 0 when either side is empty.
             scores[totals == len(coded)] = 0.0

@@ -7,10 +7,11 @@ Algorithm:
    Japanese are written without spaces, so one character is the only segmentation that needs no
    dictionary and that makes ROUGE-L over characters meaningful.
 3. Any other token is a maximal run of letters and digits (exactly what ``str.isalnum``
-   accepts). Combining marks (Unicode categories Mn, Mc, Me) continue the token before them: in
-   Devanagari, Thai and many other scripts vowel signs are marks, and splitting words at each
-   of them would shred them into meaningless pieces. A mark with no token right before it (after
-   a space or punctuation) is a separator. Everything else separates tokens.
+   accepts). Combining marks (Unicode categories Mn, Mc, Me) continue the token before them,
+   CJK or not: in Devanagari, Thai and many other scripts vowel signs are marks, and splitting
+   words at each of them would shred them; a variation selector belongs to its ideograph. A mark
+   with no token right before it (after a space or punctuation) is a separator. Everything else
+   separates tokens.
 
 On ASCII input this is exactly rouge_score's default tokenizer without stemming (lowercase,
 every character outside ``[a-z0-9]`` separates), which the tests check.

@@ -65,46 +65,10 @@ def test_self_instruct_run(tmp_path, smollm2):
 
 def test_alpaca_run(tmp_path, smollm2):
     out = tmp_path / "alpaca"
-    result = sigen("run", "--method", "alpaca", "-n", "5", "--batch-size", "4",
+    result = sigen("run", "--method", "alpaca", "-n", "5", "--batch-size", "6",
                    "--max-new-tokens", "768", "-o", str(out), "--seed", "5")
     assert result.returncode == 0, result.stderr[-3000:]
     instructions, manifest = check_run_directory(out, 5)
     assert manifest["config"]["method"] == "alpaca"
     assert "classify_requests" not in manifest["counts"]
 
-
-# Three short chapters written for this test in the style of a Chinese classic.
-CORPUS = """第一回　老渔翁江边救客　小书童夜半寻灯
-
-话说江南有一小镇，镇外一条大江，江边住着一个老渔翁，姓周，人都叫他周老爹。这一日天色将晚，周老爹收了网，忽见芦苇丛中伏着一人，浑身湿透，口中只叫“救命”。周老爹忙将他扶上船来，煮了一碗姜汤与他吃了，方问他姓名来历。
-
-那人道：“小生姓林，原是进京赶考的书生，不想船到半路遇了风浪，行李尽失，书童也不知去向。”周老爹叹道：“这也是天意，你且在我家住下，等风浪过了，再去寻你那书童不迟。”
-
-第二回　林书生题诗酬恩　周老爹设酒留客
-
-却说林生在周家住了三日，身子渐渐好了。他见周老爹家贫，心中过意不去，便在壁上题诗一首道：“江上风波急，芦中一线生。白头渔父意，千载记恩情。”周老爹虽不识字，听林生念了一遍，也欢喜得了不得。
-
-当晚周老爹打了二斤酒，切了一盘鱼，留林生同饮。两人说到夜深，林生问起镇上可有人往京城去，周老爹道：“三日后有一只米船北上，我与船家相熟，你可搭了去。”
-
-第三回　小书童寻主到渔村　众乡邻送别大江口
-
-且说那书童名唤墨儿，那夜落水，被一块船板托住，漂到下游，被人救起。他一路打听，寻到渔村，见了林生，主仆二人抱头大哭。周老爹在旁看着，也不觉掉下泪来。
-
-到了第三日，米船果然来了。乡邻们听说林生要走，都来江口相送，有送干粮的，有送鞋袜的。林生一一拜谢，又对周老爹道：“他日若得寸进，必来报答老爹。”说罢上船，顺风去了。
-"""
-
-
-def test_grounded_chinese_run(tmp_path, smollm2):
-    corpus = tmp_path / "novel.txt"
-    corpus.write_text(CORPUS.replace("\n", "\r\n"), encoding="utf-8")
-    out = tmp_path / "zh"
-    result = sigen("run", "--lang", "zh", "--corpus", str(corpus), "-n", "5", "--batch-size",
-                   "6", "--passage-chars", "200", "-o", str(out), "--seed", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    instructions, manifest = check_run_directory(out, 5)
-    passages = {p["id"] for p in (r["passage"] for r in instructions)}
-    assert passages and all(r["passage"]["chapter"].startswith("第") for r in instructions)
-    text = CORPUS.replace("\n", "")
-    for row in read_jsonl(out / "instances.jsonl"):
-        assert row["input"] and row["input"].replace("\n", "") in text  # inputs are passages
-    assert manifest["config"]["lang"] == "zh" and manifest["config"]["corpus"] == str(corpus)
