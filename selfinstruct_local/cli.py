@@ -87,14 +87,18 @@ def run(
     ] = None,
     max_new_tokens: Annotated[int | None, typer.Option(
         min=16, help="Token limit per bootstrapping (or Alpaca) completion. "
-        "Default: 512 (Self-Instruct), 1536 (Alpaca).")] = None,
+        "Default: 512 (Self-Instruct), 1536 (Alpaca), 128 (one task about a --corpus "
+        "passage).")] = None,
     corpus: Annotated[Path | None, typer.Option(
         help="Ground generation in your own texts: a UTF-8/GBK .txt file or a folder of them. "
-        "Each prompt carries one passage; tasks about it get the passage as their input.",
+        "Each prompt carries one passage and asks for one task of a given kind (plot, "
+        "characters, summary, allusions, modern rewriting, continuation); the passage is the "
+        "task's input and the answer is generated from it.",
         exists=True)] = None,
     passage_chars: Annotated[int | None, typer.Option(
-        min=50, help="Longest passage in characters. Default: a sixth of the model's context "
-        "length (341 for smollm2-135m).")] = None,
+        min=50, help="Longest passage in characters. Default: what fits in a sixth of the "
+        "model's context, measured with its tokenizer on the corpus, at most 600 for Chinese "
+        "and 1500 for other text (185 for smollm2-135m on Chinese).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Generate instructions with instances into a run directory (resumable)."""

@@ -83,25 +83,50 @@ def load_corpus(
     `max_chars` defaults per file to 600 for CJK-heavy text and 1,500 otherwise; `min_chars`
     defaults to a third of `max_chars`.
     """
+    if max_chars is not None and max_chars < 1:
+        raise SigenError(f"max_chars must be at least 1, not {max_chars}")
+    files, prefixes = corpus_files(path)
+    passages = []
+    for file, prefix in zip(files, prefixes, strict=True):
+        passages += file_passages(file, prefix, max_chars, min_chars)
+    if not passages:
+        raise SigenError(f"corpus {path} holds no text")
+    return passages
+
+
+def corpus_files(path: str | Path) -> tuple[list[Path], list[str]]:
+    """The .txt files of a corpus (one file, or every .txt under a folder, sorted) and the
+    prefix of each one's passage ids."""
     root = Path(path)
     if root.is_dir():
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".txt" and p.is_file())
         if not files:
             raise SigenError(f"no .txt files under {root}; a corpus is UTF-8 or GBK text files")
-        prefixes = [p.relative_to(root).with_suffix("").as_posix().replace("/", "-")
-                    for p in files]
-    elif root.is_file():
-        files, prefixes = [root], [root.stem]
-    else:
-        raise SigenError(f"corpus {root} does not exist; pass a .txt file or a folder of them")
-    if max_chars is not None and max_chars < 1:
-        raise SigenError(f"max_chars must be at least 1, not {max_chars}")
-    passages = []
-    for file, prefix in zip(files, prefixes, strict=True):
-        passages += file_passages(file, prefix, max_chars, min_chars)
-    if not passages:
-        raise SigenError(f"corpus {root} holds no text")
-    return passages
+        return files, [p.relative_to(root).with_suffix("").as_posix().replace("/", "-")
+                       for p in files]
+    if root.is_file():
+        return [root], [root.stem]
+    raise SigenError(f"corpus {root} does not exist; pass a .txt file or a folder of them")
+
+
+def passage_chars_for(path: str | Path, tokenizer_dir: str | Path, token_budget: int) -> int:
+    """The longest passage, in characters, that stays within `token_budget` tokens of the
+    model's tokenizer, measured on the corpus's own opening text; at most the script's default
+    (600 CJK, 1,500 otherwise), at least 100.
+
+    Tokenizers differ most on Chinese: SmolLM2's spends about 1.8 tokens per character, Qwen's
+    about 0.7, so a fixed character count would overflow one model's context or starve another.
+    """
+    from transformers import AutoTokenizer  # heavy; only runs with --corpus
+
+    text = read_text(corpus_files(path)[0][0])
+    sample = " ".join(text[:20_000].split())
+    cap = CJK_MAX_CHARS if is_cjk_heavy(text) else LATIN_MAX_CHARS
+    if not sample:
+        return cap
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    per_char = len(tokenizer(sample, add_special_tokens=False)["input_ids"]) / len(sample)
+    return max(100, min(cap, int(token_budget / max(per_char, 1e-3))))
 
 
 def file_passages(

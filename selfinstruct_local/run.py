@@ -18,7 +18,7 @@ from pathlib import Path
 
 from selfinstruct_local import __version__
 from selfinstruct_local.config import RESUME_KEYS, RunConfig, default_output_dir
-from selfinstruct_local.corpus import PassageSampler, load_corpus
+from selfinstruct_local.corpus import PassageSampler, load_corpus, passage_chars_for
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines.base import check_engine_available, check_gpus, load_engine
 from selfinstruct_local.errors import SigenError
@@ -67,19 +67,22 @@ def execute_run(
                 f"({previous['counts']['accepted']} instructions); nothing to do.")
             return store.root
     check_engine_available(config.engine)
-    passages = None
-    if config.corpus is not None:
-        if config.method != "self-instruct":
-            raise SigenError("--corpus works with --method self-instruct (the default) for now")
-        # Passage, task list and answer must fit the context: about a sixth of it per passage.
-        config.passage_chars = config.passage_chars or max(200, spec.max_model_len // 6)
-        passages = load_corpus(config.corpus, max_chars=config.passage_chars)
-        chapters = len({(p.source, p.chapter_index) for p in passages})
-        log(f"Corpus {config.corpus}: {len(passages)} passages from {chapters} chapters.")
     gpus = check_gpus(config.gpus)
     config.gpus = gpus
     batch_size = config.batch_size or (256 if gpus else 16)
     weights = ensure_weights(spec, log=log)
+    passages = None
+    if config.corpus is not None:
+        if config.method != "self-instruct":
+            raise SigenError("--corpus works with --method self-instruct (the default) for now")
+        # The passage appears in the task prompt and again in the answer prompt, with the
+        # answer: a sixth of the context per passage leaves room for both.
+        config.passage_chars = config.passage_chars or passage_chars_for(
+            config.corpus, weights, spec.max_model_len // 6)
+        passages = load_corpus(config.corpus, max_chars=config.passage_chars)
+        chapters = len({(p.source, p.chapter_index) for p in passages})
+        log(f"Corpus {config.corpus}: {len(passages)} passages of at most "
+            f"{config.passage_chars} characters from {chapters} chapters.")
 
     index = NearDupIndex()
     for task in seed_tasks:
@@ -97,8 +100,9 @@ def execute_run(
         sampling["temperature"] = config.temperature
     if config.top_p is not None:
         sampling["top_p"] = config.top_p
-    # Every round draws one passage per prompt, so the rounds done say how far the draw got.
-    sampler = (PassageSampler(passages, config.seed, used=state.round * batch_size)
+    # The draw continues where the last manifest left it; a round cut short is drawn again, and
+    # its tasks already accepted are then near-duplicates within their passage.
+    sampler = (PassageSampler(passages, config.seed, used=state.counts["passages_drawn"])
                if passages else None)
     generator = Generator(config, engine, prompts, seed_tasks, store, state, index,
                           batch_size=batch_size, sampling=sampling, log=log, sampler=sampler)

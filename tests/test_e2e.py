@@ -2,10 +2,15 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from selfinstruct_local.corpus import load_corpus
+from selfinstruct_local.prompts import load_prompts
 from tests.conftest import sigen
+
+CORPUS_ZH = Path(__file__).parent / "fixtures" / "corpus_zh"
 
 pytestmark = pytest.mark.engine
 
@@ -27,7 +32,10 @@ def check_run_directory(out, minimum):
 
     assert len(instructions) >= minimum
     assert len({r["id"] for r in instructions}) == len(instructions)
-    assert len({r["instruction"] for r in instructions}) == len(instructions)
+    # Tasks grounded in a corpus are distinct per passage: the same question about two
+    # passages is two tasks.
+    keys = {(r["instruction"], r.get("passage", {}).get("id")) for r in instructions}
+    assert len(keys) == len(instructions)
     per_instruction = Counter(r["instruction_id"] for r in instances)
     assert all(per_instruction[r["id"]] >= 1 for r in instructions)
     assert set(per_instruction) <= {r["id"] for r in instructions}
@@ -72,3 +80,26 @@ def test_alpaca_run(tmp_path, smollm2):
     assert manifest["config"]["method"] == "alpaca"
     assert "classify_requests" not in manifest["counts"]
 
+
+
+def test_grounded_chinese_run(tmp_path, smollm2):
+    out = tmp_path / "zh"
+    result = sigen("run", "--lang", "zh", "--corpus", str(CORPUS_ZH), "-n", "5",
+                   "--batch-size", "16", "-o", str(out), "--seed", "7")
+    assert result.returncode == 0, result.stderr[-3000:]
+    instructions, manifest = check_run_directory(out, 5)
+    config = manifest["config"]
+    assert config["lang"] == "zh" and config["corpus"] == str(CORPUS_ZH)
+    passages = {p.id: p for p in load_corpus(CORPUS_ZH, max_chars=config["passage_chars"])}
+    assert len(passages) >= 8  # the fixture is split into several passages per chapter
+    instances = read_jsonl(out / "instances.jsonl")
+    kinds = set(load_prompts("zh").grounded_kinds)
+    for row in instructions:
+        passage = passages[row["passage"]["id"]]  # every task records its source passage
+        assert row["passage"] == {"id": passage.id, "source": passage.source,
+                                  "chapter": passage.chapter,
+                                  "chapter_index": passage.chapter_index}
+        assert row["kind"] in kinds and row["is_classification"] is False
+        mine = [r for r in instances if r["instruction_id"] == row["id"]]
+        assert mine and all(r["input"] == passage.text for r in mine)  # input from the corpus
+    assert manifest["counts"]["passages_drawn"] >= 8

@@ -1,44 +1,122 @@
-"""Grounded generation: prompts carry a passage; answers come from it; keys include it."""
+"""Grounded generation: prompts carry a passage and a kind of task; answers come from the passage;
+near-duplicates are judged per passage. Completions below were recorded from SmolLM2-135M."""
+
+import random
+from collections import Counter
 
 import pytest
 
 from selfinstruct_local.corpus import Passage
-from selfinstruct_local.pipeline.bootstrap import parse_instructions
+from selfinstruct_local.pipeline.filters import filter_instances
 from selfinstruct_local.pipeline.grounded import (
+    KINDS_PER_PASSAGE,
     PassageIndexes,
+    answer_wording,
+    assign_kinds,
     build_answer_request,
     build_grounded_request,
+    copies_kind,
     parse_answer,
+    parse_grounded_task,
 )
 from selfinstruct_local.prompts import load_prompts
+from selfinstruct_local.seeds import Instance
 
 PASSAGE = Passage(id="hlm-0001", source="hlm.txt", chapter="第一回", chapter_index=1,
                   text="士隐乃读书之人，不惯生理稼穑等事，勉强支持了一二年，越觉穷了。")
 
 
-@pytest.mark.parametrize(("lang", "prefix", "stop"), [("en", "Task 1:", "Task 9"),
-                                                      ("zh", "任务 1：", "任务 9")])
-def test_grounded_prompt_carries_the_passage(lang, prefix, stop):
-    req = build_grounded_request(load_prompts(lang), PASSAGE, seed=1)
-    assert PASSAGE.text in req.prompt
-    assert req.assistant_prefix == prefix and req.stop == (stop,)
+@pytest.mark.parametrize(("lang", "prefix"), [("en", "Task:"), ("zh", "题目：")])
+def test_grounded_prompt_carries_the_passage_and_the_kind(lang, prefix):
+    prompts = load_prompts(lang)
+    assert set(prompts.grounded_kinds) == {"plot", "character", "summary", "allusion", "modern",
+                                           "continuation"}
+    for kind, description in prompts.grounded_kinds.items():
+        req = build_grounded_request(prompts, PASSAGE, kind, seed=1)
+        assert PASSAGE.text in req.prompt and description in req.prompt
+        # The passage opens the prompt: requests about one passage share a cacheable prefix.
+        assert req.prompt.index(PASSAGE.text) < req.prompt.index(description)
+        assert req.assistant_prefix == prefix and req.stop == ("\n",)
 
 
-def test_grounded_tasks_parse_with_chinese_numbering():
-    zh = load_prompts("zh")
-    text = ("士隐为什么越过越穷？\n任务 2：概括这段文字的主要内容。\n"
-            "3、用白话文改写“不惯生理稼穑等事”。")
-    assert parse_instructions(zh, text, "stop") == [
-        "士隐为什么越过越穷？", "概括这段文字的主要内容。", "用白话文改写“不惯生理稼穑等事”。"]
+def test_kinds_are_spread_evenly_and_differ_per_passage():
+    kinds = list(load_prompts("zh").grounded_kinds)
+    assigned = assign_kinds(kinds, 30, random.Random(3))
+    assert all(len(set(ks)) == KINDS_PER_PASSAGE for ks in assigned)
+    counts = Counter(k for ks in assigned for k in ks)
+    assert set(counts) == set(kinds) and max(counts.values()) - min(counts.values()) <= 1
+
+
+@pytest.mark.parametrize(("text", "finish", "expected"), [
+    (" 士隐为什么越过越穷？", "stop", "士隐为什么越过越穷？"),
+    ("题目：用现代白话改写“不惯生理稼穑等事”。", "stop", "用现代白话改写“不惯生理稼穑等事”。"),
+    (" “赏他哥哥赏他哥哥的，只不说．”", "stop", "赏他哥哥赏他哥哥的，只不说．"),
+    ("", "stop", None),
+    (" 综向表明宝玉那里找老太太是没有什么缘故的；；；；", "length", None),
+])
+def test_grounded_task_parsing(text, finish, expected):
+    assert parse_grounded_task(load_prompts("zh"), text, finish) == expected
+
+
+def test_english_task_parsing():
+    en = load_prompts("en")
+    assert parse_grounded_task(en, " Task: Why does Shiyin grow poorer?", "stop") == \
+        "Why does Shiyin grow poorer?"
+
+
+@pytest.mark.parametrize(("task", "kind", "copied"), [
+    ("让读者概括这段原文的内容。", "summary", True),  # recorded: the description written back
+    ("让读者把原文中的某一句话改写成现代白话。", "modern", True),
+    ("问某个人物的性格；", "character", True),  # a fragment of it
+    ("问“这段原文里发生了什么事！”", "plot", True),
+    # recorded: a task followed by the prompt's own instructions
+    ("请用几句话概括这段原文的内容。请用一两句话写出题目本身，不要抄写原文，也不要写出答案。",
+     "summary", True),
+    ("根据上面这段原文，给读者出一道题目本身，不要写出答案。", "allusion", True),
+    ("用两三句话概括这段文字。", "summary", False),
+    ("把“不惯生理稼穑等事”改写成现代白话。", "modern", False),
+    ("仿照原文的笔法，续写士隐离家之后的事。", "continuation", False),
+    ("士隐为什么越过越穷？", "plot", False),
+])
+def test_a_task_that_copies_the_prompt_is_caught(task, kind, copied):
+    assert (copies_kind(load_prompts("zh"), task, kind) == "copied_prompt") is copied
 
 
 def test_answer_prompt_and_parse():
     zh = load_prompts("zh")
     req = build_answer_request(zh, "士隐为什么越过越穷？", PASSAGE.text)
-    assert req.prompt.rstrip().endswith("任务：士隐为什么越过越穷？")
-    assert req.assistant_prefix == "输出："
+    assert req.prompt.startswith("原文：\n" + PASSAGE.text)
+    assert "任务：士隐为什么越过越穷？" in req.prompt
+    assert req.assistant_prefix == "输出：" and req.stop == ("\n原文", "\n任务")
     assert parse_answer(zh, " 因为他不会经营田产。\n任务：下一题", "stop") == "因为他不会经营田产。"
+    # Cut off by the token limit: the complete sentences are kept, the torn one dropped.
+    assert parse_answer(zh, " 他不会种田。又不善经营，所以", "length") == "他不会种田。"
     assert parse_answer(zh, " 因为他不会经营", "length") == ""
+
+
+def test_answers_that_loop_or_copy_the_passage_are_dropped():
+    passage = PASSAGE.text
+    found = [
+        Instance(passage, "爱爱爱爱爱爱爱爱爱爱"),  # recorded loops
+        Instance(passage, "请用词：张老汉\n请用词：张老汉\n请用词：张老汉"),
+        Instance(passage, "从上到下，他的生命中有多少种生命！从上到下，他的生命中有多少种生命！"
+                          "从上到下，他的生命中有多少种生命！"),
+        Instance(passage, "士隐乃读书之人，不惯生理稼穑等事，勉强支持了一二年。"),  # the passage
+        Instance(passage, "他是读书人，不会种田，也不会做买卖，所以一年比一年穷。"),
+    ]
+    zh = load_prompts("zh")
+    task = "士隐为什么越过越穷？"
+    found += [  # recorded: the task, or the prompt's instructions, written back
+        Instance(passage, "士隐为什么越过越穷？\n请以上面的原文为依据完成任务。"),
+        Instance(passage, "确定对形性的看会\n请以上面的原文为依据完成任务。直接写出答案。"),
+    ]
+    kept, dropped = filter_instances(found, answer_prompt=answer_wording(zh, task))
+    assert [why for _, why in dropped] == (["repetitive_output"] * 3 + ["copied_input"]
+                                           + ["copied_prompt"] * 2)
+    assert [k.output for k in kept] == [found[4].output]
+    # Without an answer prompt (tasks whose input is not a source text), a quote is fine.
+    kept, _ = filter_instances(found[3:4])
+    assert kept
 
 
 def test_same_question_about_different_passages_is_kept():
@@ -49,3 +127,52 @@ def test_same_question_about_different_passages_is_kept():
     assert not indexes["p1"].check_and_add(question).kept  # same passage: a duplicate
     assert indexes["p1"].check_and_add("概括这段文字的主要内容。").kept
     assert len(indexes["p1"]) == 2 and len(indexes) == 2
+
+
+# -- the screening step of a round, with the real Generator, index and run store ---------------
+def screening_generator(tmp_path, lang="zh"):
+    from selfinstruct_local.config import RunConfig
+    from selfinstruct_local.dedup import NearDupIndex
+    from selfinstruct_local.pipeline.runner import Generator
+    from selfinstruct_local.pipeline.state import RunState
+    from selfinstruct_local.runstore import RunStore
+    from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
+
+    seeds = load_seed_tasks(default_seed_path(lang))
+    index = NearDupIndex()
+    for task in seeds:
+        index.add(task.instruction)
+    config = RunConfig(lang=lang, num_instructions=100)
+    # Screening makes no engine call: the engine is not needed for this step.
+    return Generator(config, None, load_prompts(lang), seeds, RunStore(tmp_path), RunState(),
+                     index, batch_size=4, sampling={})
+
+
+def grounded_payload(passage_id, kind="plot"):
+    return {"input": "原文" + passage_id, "kind": kind,
+            "passage": {"id": passage_id, "source": "t.txt", "chapter": "", "chapter_index": 1}}
+
+
+def test_a_verbatim_repeat_about_the_same_passage_is_rejected(tmp_path):
+    gen = screening_generator(tmp_path)
+    question = "士隐为什么一年比一年穷？"
+    kept = gen._accept_instructions(
+        [question, question, question, "让读者概括这段原文的内容。"],
+        [grounded_payload("p1"), grounded_payload("p1"), grounded_payload("p2"),
+         grounded_payload("p2", "summary")])
+    assert [(r["instruction"], r["passage"]["id"]) for r in kept] == [
+        (question, "p1"), (question, "p2")]
+    assert all(r["kind"] == "plot" for r in kept)
+    rejected = gen.store.read("rejected.jsonl")
+    assert [r["reason"] for r in rejected] == ["near_duplicate", "copied_prompt"]
+    assert rejected[0]["most_similar"][0] == {"instruction": question, "score": 1.0}
+    assert gen.state.reject_reasons == Counter(near_duplicate=1, copied_prompt=1)
+
+
+def test_chinese_near_duplicates_of_the_pool_are_rejected(tmp_path):
+    gen = screening_generator(tmp_path)
+    seed = gen.seed_tasks[0].instruction
+    fresh = "为《红楼梦》第三回写一段两百字以内的内容提要。"
+    kept = gen._accept_instructions([seed, fresh, fresh + "", fresh[:-1] + "！"])
+    assert [r["instruction"] for r in kept] == [fresh]
+    assert [r["reason"] for r in gen.store.read("rejected.jsonl")] == ["near_duplicate"] * 3

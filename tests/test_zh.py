@@ -39,12 +39,14 @@ def test_zh_is_available_with_labels_read_as_text():
 @pytest.mark.parametrize("name", TEMPLATE_NAMES)
 def test_templates_have_the_english_slots_and_end_with_the_list(name):
     def slots(text):
-        names = ("{{tasks}}", "{{instruction}}", "{{count}}", "{{passage}}")
+        names = ("{{tasks}}", "{{instruction}}", "{{count}}", "{{passage}}", "{{kind}}")
         return {s for s in names if s in text}
 
     assert slots(ZH.templates[name]) == slots(EN.templates[name])
-    last = {"bootstrap": "{{tasks}}", "alpaca": "{{tasks}}", "grounded": "{{passage}}"}.get(
-        name, "{{instruction}}")
+    if name.startswith("grounded"):  # the passage first, the request after it
+        assert ZH.templates[name].startswith("原文：\n{{passage}}")
+        return
+    last = {"bootstrap": "{{tasks}}", "alpaca": "{{tasks}}"}.get(name, "{{instruction}}")
     assert ZH.templates[name].endswith(last)
 
 
@@ -243,3 +245,13 @@ def test_check_instruction_keeps_ordinary_chinese_tasks():
                "判断下面这句话是陈述句还是疑问句。", "为一家社区图书馆写一条宣传标语。"):
         assert check_instruction(ok, "zh") is None
     assert check_instruction("画一幅山水画，并配上一首诗。", "zh") == "blacklist:画一幅"
+
+
+def test_a_chinese_run_drops_tasks_not_written_in_chinese():
+    # Recorded from SmolLM2-135M in a --lang zh run.
+    assert check_instruction("Coming from a small village, you are often referred to as a "
+                             "country bumpkin. Describe how you feel.", "zh") == "wrong_language"
+    for mixed in ("用Python写一个函数，计算list的平均值。", "将下面的CSV数据转换成JSON数组。",
+                  "翻译下面的句子：I love you"):
+        assert check_instruction(mixed, "zh") is None
+    assert check_instruction("Describe the sea in three sentences.", "en") is None

@@ -4,11 +4,12 @@ A reason is a short name, optionally followed by ":detail" (e.g. "blacklist:imag
 the part before the colon. The near-duplicate check is not here: it needs the pool, so it lives in
 `selfinstruct_local.dedup` and runs after these cheap checks.
 
-Chinese (lang "zh") differs in four places: its blacklist matches substrings, because Chinese is
-written without spaces and has no word boundaries to anchor on; CJK-heavy text (in any run) is
-measured in characters with its own bounds; a leading quoted term or book title is part of the
-sentence, not punctuation noise; and 编写一个程序 counts as "Write a program". No filter rejects
-text for being non-ASCII.
+Chinese (lang "zh") differs in five places: an instruction must be at least a third Chinese
+(small models drift into English); its blacklist matches substrings, because Chinese is written
+without spaces and has no word boundaries to anchor on; CJK-heavy text (in any run) is measured
+in characters with its own bounds; a leading quoted term or book title is part of the sentence,
+not punctuation noise; and 编写一个程序 counts as "Write a program". No filter rejects text for
+being non-ASCII.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
+from difflib import SequenceMatcher
+
+from rapidfuzz.distance import LCSseq
 
 from selfinstruct_local.seeds import Instance
-from selfinstruct_local.text import is_cjk_char, tokenize
+from selfinstruct_local.text import count_words, is_cjk_char, tokenize
 
 MIN_WORDS = 3  # an instruction of at most this many words is dropped
 MAX_WORDS = 150
@@ -122,7 +126,22 @@ def starts_with_write_a_program(instruction: str, lang: str = "en") -> str | Non
     return "write_a_program" if _PROGRAM_RE.match(instruction) else None
 
 
+# A Chinese run wants Chinese tasks; small models drift into English. Mixed text such as
+# "用Python写一个函数" is mostly CJK tokens, so a third is a lenient floor.
+MIN_CJK_SHARE = {"zh": 1 / 3}
+
+
+def wrong_language(instruction: str, lang: str = "en") -> str | None:
+    floor = MIN_CJK_SHARE.get(lang)
+    if floor is None:
+        return None
+    tokens = tokenize(instruction)
+    cjk = sum(1 for t in tokens if is_cjk_char(t))
+    return "wrong_language" if tokens and cjk < floor * len(tokens) else None
+
+
 INSTRUCTION_FILTERS: tuple[Callable[[str, str], str | None], ...] = (
+    wrong_language,
     too_short,
     too_long,
     blacklisted_word,
@@ -140,10 +159,56 @@ def check_instruction(instruction: str, lang: str = "en") -> str | None:
     return None
 
 
+_LETTER_RUN = re.compile(r"([^\W\d_])\1{7}")  # one letter or ideograph 8 times in a row
+_SENTENCE_SPLIT = re.compile(r"[\n。！？；!?;]|\.(?:\s|$)")
+MAX_SENTENCE_REPEATS = 2
+COPIED_INPUT_SHARE = 0.8
+
+
 def _repeats_itself(output: str) -> bool:
-    """An output made of one paragraph written out again and again (a small model's loop)."""
+    """A small model's loop: one paragraph written out again and again, one sentence three
+    times or more, or one letter or ideograph eight times in a row (爱爱爱爱爱爱爱爱)."""
     paragraphs = [p.strip() for p in output.split("\n") if p.strip()]
-    return len(paragraphs) >= 2 and len(set(paragraphs)) == 1
+    if len(paragraphs) >= 2 and len(set(paragraphs)) == 1:
+        return True
+    if _LETTER_RUN.search(output):
+        return True
+    sentences = Counter(s for s in (p.strip() for p in _SENTENCE_SPLIT.split(output))
+                        if count_words(s) >= 2 and len(s) >= 4)
+    return bool(sentences) and max(sentences.values()) > MAX_SENTENCE_REPEATS
+
+
+_CLAUSE_SPLIT = re.compile(r"[\n。！？；：!?;:]|\.(?:\s|$)")
+MIN_COPY_WORDS = 4
+
+
+def _clauses(text: str) -> list[list[str]]:
+    return [t for t in (tokenize(c) for c in _CLAUSE_SPLIT.split(text)) if len(t) >= MIN_COPY_WORDS]
+
+
+def copies_prompt(text: str, prompt: str) -> bool:
+    """True when a sentence or clause of `text` is one of `prompt`'s written back: a near
+    duplicate of it (ROUGE-L F >= 0.7), or words nearly all taken from it in order.
+
+    Small models often answer a prompt by repeating its instructions ("Write only the task
+    itself ...") or the kind of task it asked for, instead of doing what they say.
+    """
+    theirs = _clauses(prompt)
+    for ours in _clauses(text):
+        for ref in theirs:
+            common = LCSseq.similarity(ours, ref)
+            if 20 * common >= 7 * (len(ours) + len(ref)) or 5 * common >= 4 * len(ours):
+                return True
+    return False
+
+
+def copies_input(inp: str, out: str) -> bool:
+    """True when most of `out` is one verbatim stretch of `inp` (spacing ignored)."""
+    a, b = "".join(inp.split()), "".join(out.split())
+    if len(b) < 8:
+        return False
+    match = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
+    return match.size >= COPIED_INPUT_SHARE * len(b)
 
 
 def copy_key(text: str) -> str:
@@ -156,12 +221,16 @@ def reason_key(reason: str) -> str:
 
 
 def filter_instances(
-    instances: list[Instance], examples: frozenset[str] = frozenset()
+    instances: list[Instance], examples: frozenset[str] = frozenset(),
+    answer_prompt: str | None = None,
 ) -> tuple[list[Instance], list[tuple[Instance, str]]]:
     """Kept instances (first occurrence order) and the dropped ones with their reasons.
 
     `examples` are the normalized inputs and outputs of the prompt's few-shot examples; an
-    instance that repeats one of them was copied, not generated for its task.
+    instance that repeats one of them was copied, not generated for its task. `answer_prompt`
+    is given for tasks about a corpus passage (the input): it is the prompt's wording around
+    the passage, task included. An output that is mostly a verbatim stretch of the passage, or
+    that writes back a sentence of that wording, copies instead of answering.
 
     Drops empty outputs, an input equal to its output, exact duplicates, and every instance whose
     input also appears with a different output (the task is then ambiguous for that input). The
@@ -181,6 +250,10 @@ def filter_instances(
             dropped.append((inst, "repetitive_output"))
         elif examples and (copy_key(inp) in examples or copy_key(out) in examples):
             dropped.append((inst, "copied_example"))
+        elif answer_prompt is not None and copies_input(inp, out):
+            dropped.append((inst, "copied_input"))
+        elif answer_prompt is not None and copies_prompt(out, answer_prompt):
+            dropped.append((inst, "copied_prompt"))
         elif (inp, out) in seen:
             dropped.append((inst, "duplicate_instance"))
         else:

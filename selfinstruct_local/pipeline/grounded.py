@@ -1,22 +1,33 @@
-"""Generation grounded in a user's corpus: tasks about one passage, answered from that passage.
+"""Generation grounded in a user's corpus: one task per request about one passage, answered from it.
 
-Each bootstrap prompt carries one passage and asks for a numbered list of tasks about it (plot,
-characters and relations, summary, poems and allusions, modern rewriting, continuation). The
-passage becomes every such task's instance input, and the answer is generated from it. A task is
+Each request carries a passage and one kind of reading task (plot, characters and relations,
+summary, words and allusions, modern rewriting, continuation; `prompts/<lang>/grounded_kinds.yaml`)
+and asks for a single task of that kind. One short task per request, rather than a list, keeps
+small models on track, spreads the tasks evenly over the kinds, and costs little on GPUs: the
+passage opens the prompt, so the requests about one passage share their prefix.
+
+The passage becomes the task's instance input and the answer is generated from it. A task is
 checked for near-duplicates only against the tasks about the same passage, so the same question
 about different passages is kept while a question repeated about the same passage is not.
 """
 
 from __future__ import annotations
 
+import random
 import re
 
 from selfinstruct_local.corpus import Passage
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import Request
+from selfinstruct_local.pipeline.filters import copies_prompt
+from selfinstruct_local.pipeline.parsing import clean_item
 from selfinstruct_local.prompts import PromptSet
 
-MAX_TASKS_PER_PASSAGE = 8
+KINDS_PER_PASSAGE = 2  # requests per drawn passage, each for a different kind of task
+TASK_TOKENS = 128
+ANSWER_TOKENS = 320
+# Where a sentence ends: a stop mark and any closing quotes or brackets after it.
+_SENTENCE_END = re.compile(r"(?:[。！？!?…]+|\.(?=\s|$))[\"'”’」』）)]*")
 
 
 class PassageIndexes(dict):
@@ -38,50 +49,86 @@ def passage_record(passage: Passage) -> dict:
             "chapter_index": passage.chapter_index}
 
 
+def assign_kinds(kinds: list[str], n_passages: int, rng: random.Random) -> list[list[str]]:
+    """KINDS_PER_PASSAGE different kinds for each passage, cycling through a shuffled list so
+    that every kind is asked for about as often as every other."""
+    order = list(kinds)
+    rng.shuffle(order)
+    per = min(KINDS_PER_PASSAGE, len(order))
+    return [[order[(j * per + t) % len(order)] for t in range(per)] for j in range(n_passages)]
+
+
 def build_grounded_request(
     prompts: PromptSet,
     passage: Passage,
+    kind: str,
     *,
-    max_tokens: int = 384,
+    max_tokens: int = TASK_TOKENS,
     temperature: float = 0.7,
     top_p: float = 0.9,
     seed: int | None = None,
 ) -> Request:
     L = prompts.labels
     return Request(
-        prompt=prompts.fill("grounded", passage=passage.text) + "\n\n",
-        assistant_prefix=f"{L.task} 1{L.colon.rstrip()}",
+        prompt=prompts.fill("grounded", passage=passage.text, kind=prompts.grounded_kinds[kind]),
+        assistant_prefix=f"{L.question}{L.colon.rstrip()}",
         max_tokens=max_tokens,
         temperature=temperature,
         top_p=top_p,
-        stop=(f"{L.task} {MAX_TASKS_PER_PASSAGE + 1}",),
+        stop=("\n",),  # one task, on one line
         seed=seed,
     )
 
 
+def parse_grounded_task(prompts: PromptSet, text: str, finish_reason: str) -> str | None:
+    """The task written after the prefix; None when cut off by the token limit."""
+    if finish_reason == "length":
+        return None
+    L = prompts.labels
+    first = text.strip().split("\n", 1)[0]
+    # A model may write the label again: "题目：题目：..." or "Task: ...".
+    label = re.compile(rf"^\s*(?:{re.escape(L.question)}|{re.escape(L.task)})\s*[:：]\s*",
+                       re.IGNORECASE)
+    task = clean_item(label.sub("", first, count=1))
+    return task or None
+
+
+def copies_kind(prompts: PromptSet, task: str, kind: str) -> str | None:
+    """'copied_prompt' when the task writes back part of its own prompt (the kind's
+    description, or the instructions around it) instead of asking something about the passage."""
+    wording = prompts.fill("grounded", passage="", kind=prompts.grounded_kinds[kind])
+    return "copied_prompt" if copies_prompt(task, wording) else None
+
+
+def answer_wording(prompts: PromptSet, instruction: str) -> str:
+    """The answer prompt without its passage: what an answer must not write back."""
+    return prompts.fill("grounded_answer", passage="", instruction=instruction)
+
+
 def build_answer_request(
-    prompts: PromptSet, instruction: str, passage_text: str, *, max_tokens: int = 320,
+    prompts: PromptSet, instruction: str, passage_text: str, *, max_tokens: int = ANSWER_TOKENS,
     temperature: float = 0.0, seed: int | None = None,
 ) -> Request:
     L = prompts.labels
     return Request(
-        prompt=prompts.fill("grounded_answer", passage=passage_text, instruction=instruction)
-        + "\n",
+        prompt=prompts.fill("grounded_answer", passage=passage_text, instruction=instruction),
         assistant_prefix=f"{L.output}{L.colon.rstrip()}",
         max_tokens=max_tokens,
         temperature=temperature,
         top_p=0.9 if temperature else 1.0,
-        stop=(f"\n{L.task}{L.colon.strip()}", f"\n{L.task}:"),
+        # A model that opens a new passage or task has finished its answer.
+        stop=(f"\n{L.passage}", f"\n{L.task}"),
         seed=seed,
     )
 
 
 def parse_answer(prompts: PromptSet, text: str, finish_reason: str) -> str:
-    """The answer text; empty when cut off by the token limit (an answer missing its end)."""
-    if finish_reason == "length":
-        return ""
+    """The answer text. One cut off by the token limit keeps its complete sentences (a long
+    answer is still an answer); with no complete sentence it is empty."""
     L = prompts.labels
-    # A model that starts a second field ("Passage:", "Task:") has finished its answer.
-    names = "|".join(re.escape(n) for n in (L.passage, L.task, L.instruction))
-    answer = re.split(rf"\n\s*(?:{names})\s*[:：]", text, maxsplit=1)[0]
-    return answer.strip()
+    names = "|".join(re.escape(n) for n in (L.passage, L.task, L.instruction, L.question))
+    answer = re.split(rf"\n\s*(?:{names})\s*[:：]", text, maxsplit=1)[0].strip()
+    if finish_reason == "length":
+        ends = list(_SENTENCE_END.finditer(answer))
+        answer = answer[: ends[-1].end()] if ends else ""
+    return answer

@@ -29,9 +29,15 @@ from selfinstruct_local.pipeline.bootstrap import (
 from selfinstruct_local.pipeline.classify import build_classify_request, parse_is_classification
 from selfinstruct_local.pipeline.filters import check_instruction, filter_instances
 from selfinstruct_local.pipeline.grounded import (
+    KINDS_PER_PASSAGE,
+    TASK_TOKENS,
+    answer_wording,
+    assign_kinds,
     build_answer_request,
     build_grounded_request,
+    copies_kind,
     parse_answer,
+    parse_grounded_task,
     passage_record,
 )
 from selfinstruct_local.pipeline.instances import (
@@ -188,6 +194,8 @@ class Generator:
     def _screen(self, text: str, payload: dict) -> dict:
         """A rejected row (with "reason") or a pending row for one candidate instruction."""
         reason = check_instruction(text, self.config.lang)
+        if reason is None and "kind" in payload:
+            reason = copies_kind(self.prompts, text, payload["kind"])
         row: dict = {"stage": "instruction", "round": self.state.round, "instruction": text}
         index = self.state.passage_indexes[payload["passage"]["id"]] if "passage" in payload \
             else self.index
@@ -234,7 +242,8 @@ class Generator:
                 self._log_dropped(row, found, dropped)
                 self._finalize(row, None, kept)
             return
-        if "passage" in pending[0]:
+        grounded = "passage" in pending[0]
+        if grounded:
             # Reading tasks about a passage: answered from it, no classification step.
             is_cls = [False] * len(pending)
 
@@ -245,8 +254,9 @@ class Generator:
                     seed=self._seed(f"answer{attempt}", i))
 
             def parse(i: int, c: Completion) -> list[Instance]:
-                answer = parse_answer(self.prompts, c.text, c.finish_reason)
-                return [Instance(pending[i]["input"], answer)] if answer else []
+                # An empty answer is kept here so that the filters count it (empty_output).
+                return [Instance(pending[i]["input"],
+                                 parse_answer(self.prompts, c.text, c.finish_reason))]
         else:
             is_cls = self._classify(pending)
 
@@ -268,7 +278,10 @@ class Generator:
             retry = []
             for i, c in zip(todo, completions, strict=True):
                 found = parse(i, c)
-                kept, dropped = filter_instances(found, examples)
+                kept, dropped = filter_instances(
+                    found, examples,
+                    answer_prompt=answer_wording(self.prompts, pending[i]["instruction"])
+                    if grounded else None)
                 self._log_dropped(pending[i], found, dropped)
                 if kept or attempt + 1 == INSTANCE_ATTEMPTS:
                     self._finalize(pending[i], is_cls[i], kept)
@@ -333,29 +346,38 @@ class Generator:
             "most_similar": row.get("most_similar", []),
             "avg_similarity": row.get("avg_similarity", 0.0),
             "max_similarity": row.get("max_similarity", 0.0),
-            **({"passage": row["passage"]} if "passage" in row else {}),
+            **{key: row[key] for key in ("passage", "kind") if key in row},
         }
         self.store.append(INSTRUCTIONS, [final])
         self.state.add_final(final, len(kept))
 
     # -- grounded in a corpus -------------------------------------------------------------
     def _grounded_round(self) -> None:
-        passages = self.sampler.draw(self.batch_size)  # type: ignore[union-attr]
+        """One task per request: KINDS_PER_PASSAGE requests (kinds) for each drawn passage."""
+        n_passages = math.ceil(self.batch_size / KINDS_PER_PASSAGE)
+        passages = self.sampler.draw(n_passages)  # type: ignore[union-attr]
+        # Counted so that a resume continues the draw where it stopped (see run.py).
+        self.state.counts["passages_drawn"] += n_passages
+        rng = random.Random(f"{self.config.seed}-{self.state.round}-kinds")
+        kinds = assign_kinds(list(self.prompts.grounded_kinds), n_passages, rng)
+        jobs = [(p, kind) for p, ks in zip(passages, kinds, strict=True) for kind in ks]
         requests = [
             build_grounded_request(
-                self.prompts, passage,
-                max_tokens=self.config.max_new_tokens or 384,
+                self.prompts, passage, kind,
+                max_tokens=self.config.max_new_tokens or TASK_TOKENS,
                 temperature=self.temperature,
                 top_p=self.top_p,
                 seed=self._seed("grounded", i),
             )
-            for i, passage in enumerate(passages)
+            for i, (passage, kind) in enumerate(jobs)
         ]
         candidates, payloads = [], []
-        for passage, c in zip(passages, self._generate("bootstrap", requests), strict=True):
-            for text in parse_instructions(self.prompts, c.text, c.finish_reason):
-                candidates.append(text)
-                payloads.append({"input": passage.text, "passage": passage_record(passage)})
+        for (passage, kind), c in zip(jobs, self._generate("bootstrap", requests), strict=True):
+            task = parse_grounded_task(self.prompts, c.text, c.finish_reason)
+            if task:
+                candidates.append(task)
+                payloads.append({"input": passage.text, "passage": passage_record(passage),
+                                 "kind": kind})
         accepted = self._accept_instructions(candidates, payloads)
         self._check_stop()
         self._complete(accepted)

@@ -1,7 +1,8 @@
 """Prompt templates as package data, one folder per language (en/, zh/).
 
 Templates are plain text with `{{name}}` slots (not str.format, so code and JSON inside few-shot
-examples need no escaping). `labels.yaml` holds the field words that prompts and parsers share.
+examples need no escaping). `labels.yaml` holds the field words that prompts and parsers share;
+`grounded_kinds.yaml` the kinds of reading task asked for about a corpus passage.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Labels:
     no: str
     no_input: str
     passage: str
+    question: str  # starts the one task written about a passage
     colon: str = ": "  # what follows a field name in prompts (zh uses the full-width colon)
 
 
@@ -47,6 +49,7 @@ class PromptSet:
     lang: str
     labels: Labels
     templates: dict[str, str]
+    grounded_kinds: dict[str, str]  # kind of reading task -> its description in the prompt
 
     def fill(self, name: str, **slots: object) -> str:
         text = self.templates[name]
@@ -71,4 +74,5 @@ def load_prompts(lang: str) -> PromptSet:
         name: (folder / f"{name}.txt").read_text(encoding="utf-8").strip()
         for name in TEMPLATE_NAMES
     }
-    return PromptSet(lang=lang, labels=labels, templates=templates)
+    kinds = yaml.safe_load((folder / "grounded_kinds.yaml").read_text(encoding="utf-8"))
+    return PromptSet(lang=lang, labels=labels, templates=templates, grounded_kinds=kinds)
