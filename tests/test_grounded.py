@@ -11,7 +11,7 @@ from selfinstruct_local.pipeline.filters import filter_instances
 from selfinstruct_local.pipeline.grounded import (
     KINDS_PER_PASSAGE,
     PassageIndexes,
-    answer_wording,
+    answer_copy_checks,
     assign_kinds,
     build_answer_request,
     build_grounded_request,
@@ -73,6 +73,10 @@ def test_english_task_parsing():
     ("请用几句话概括这段原文的内容。请用一两句话写出题目本身，不要抄写原文，也不要写出答案。",
      "summary", True),
     ("根据上面这段原文，给读者出一道题目本身，不要写出答案。", "allusion", True),
+    ("请根据上面这段原文，给读者出一道题目的一个词语、俗语、诗句或典故以及具有更多的良好评维度的"
+     "诗句，用一两句话写出题目本身。", "allusion", True),
+    ("上面的原文里的一两句话：", "modern", True),
+    ("根据上面这段原文，说说士隐为什么一年比一年穷。", "plot", False),
     ("用两三句话概括这段文字。", "summary", False),
     ("把“不惯生理稼穑等事”改写成现代白话。", "modern", False),
     ("仿照原文的笔法，续写士隐离家之后的事。", "continuation", False),
@@ -110,10 +114,12 @@ def test_answers_that_loop_or_copy_the_passage_are_dropped():
         Instance(passage, "士隐为什么越过越穷？\n请以上面的原文为依据完成任务。"),
         Instance(passage, "确定对形性的看会\n请以上面的原文为依据完成任务。直接写出答案。"),
     ]
-    kept, dropped = filter_instances(found, answer_prompt=answer_wording(zh, task))
+    kept, dropped = filter_instances(found, **answer_copy_checks(zh, task))
     assert [why for _, why in dropped] == (["repetitive_output"] * 3 + ["copied_input"]
                                            + ["copied_prompt"] * 2)
     assert [k.output for k in kept] == [found[4].output]
+    restated = Instance(passage, "士隐为什么越过越穷？因为他是读书人，不会经营田产。")
+    assert filter_instances([restated], **answer_copy_checks(zh, task))[0] == [restated]
     # Without an answer prompt (tasks whose input is not a source text), a quote is fine.
     kept, _ = filter_instances(found[3:4])
     assert kept

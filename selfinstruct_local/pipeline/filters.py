@@ -180,24 +180,32 @@ def _repeats_itself(output: str) -> bool:
 
 _CLAUSE_SPLIT = re.compile(r"[\n。！？；：!?;:]|\.(?:\s|$)")
 MIN_COPY_WORDS = 4
+PROMPT_SHARE = 0.6
 
 
 def _clauses(text: str) -> list[list[str]]:
     return [t for t in (tokenize(c) for c in _CLAUSE_SPLIT.split(text)) if len(t) >= MIN_COPY_WORDS]
 
 
-def copies_prompt(text: str, prompt: str) -> bool:
-    """True when a sentence or clause of `text` is one of `prompt`'s written back: a near
-    duplicate of it (ROUGE-L F >= 0.7), or words nearly all taken from it in order.
+def copies_prompt(text: str, prompt: str, clauses_of: str | None = None) -> bool:
+    """True when `text` writes its prompt back instead of doing what the prompt asks: most of
+    its words (PROMPT_SHARE) lie in runs of two or more that appear in `prompt` in the same
+    order, or one of its sentences or clauses is a near-duplicate of one in `clauses_of`
+    (default: `prompt`; ROUGE-L F >= 0.7, or words nearly all taken from it in order).
 
-    Small models often answer a prompt by repeating its instructions ("Write only the task
-    itself ...") or the kind of task it asked for, instead of doing what they say.
+    Small models often answer by repeating the instructions ("Write only the task itself ...")
+    or the kind of task asked for. Runs of one word do not count, so a real task that shares
+    a few words with its prompt ("根据原文，说说宝玉为什么生气") is kept.
     """
-    theirs = _clauses(prompt)
-    for ours in _clauses(text):
-        for ref in theirs:
-            common = LCSseq.similarity(ours, ref)
-            if 20 * common >= 7 * (len(ours) + len(ref)) or 5 * common >= 4 * len(ours):
+    ours, theirs = tokenize(text), tokenize(prompt)
+    blocks = SequenceMatcher(None, ours, theirs, autojunk=False).get_matching_blocks()
+    if ours and sum(b.size for b in blocks if b.size >= 2) >= PROMPT_SHARE * len(ours):
+        return True
+    references = _clauses(prompt if clauses_of is None else clauses_of)
+    for clause in _clauses(text):
+        for ref in references:
+            common = LCSseq.similarity(clause, ref)
+            if 20 * common >= 7 * (len(clause) + len(ref)) or 5 * common >= 4 * len(clause):
                 return True
     return False
 
@@ -222,15 +230,16 @@ def reason_key(reason: str) -> str:
 
 def filter_instances(
     instances: list[Instance], examples: frozenset[str] = frozenset(),
-    answer_prompt: str | None = None,
+    answer_prompt: str | None = None, answer_rules: str | None = None,
 ) -> tuple[list[Instance], list[tuple[Instance, str]]]:
     """Kept instances (first occurrence order) and the dropped ones with their reasons.
 
     `examples` are the normalized inputs and outputs of the prompt's few-shot examples; an
     instance that repeats one of them was copied, not generated for its task. `answer_prompt`
     is given for tasks about a corpus passage (the input): it is the prompt's wording around
-    the passage, task included. An output that is mostly a verbatim stretch of the passage, or
-    that writes back a sentence of that wording, copies instead of answering.
+    the passage, task included, and `answer_rules` the same without the task. An output that is
+    mostly a verbatim stretch of the passage, mostly that wording, or that writes back a sentence
+    of the rules copies instead of answering (restating the task in a real answer is fine).
 
     Drops empty outputs, an input equal to its output, exact duplicates, and every instance whose
     input also appears with a different output (the task is then ambiguous for that input). The
@@ -252,7 +261,7 @@ def filter_instances(
             dropped.append((inst, "copied_example"))
         elif answer_prompt is not None and copies_input(inp, out):
             dropped.append((inst, "copied_input"))
-        elif answer_prompt is not None and copies_prompt(out, answer_prompt):
+        elif answer_prompt is not None and copies_prompt(out, answer_prompt, answer_rules):
             dropped.append((inst, "copied_prompt"))
         elif (inp, out) in seen:
             dropped.append((inst, "duplicate_instance"))

@@ -105,6 +105,12 @@ def answer_wording(prompts: PromptSet, instruction: str) -> str:
     return prompts.fill("grounded_answer", passage="", instruction=instruction)
 
 
+def answer_copy_checks(prompts: PromptSet, instruction: str) -> dict[str, str]:
+    """`filter_instances` arguments for an answer to `instruction` about a passage."""
+    return {"answer_prompt": answer_wording(prompts, instruction),
+            "answer_rules": answer_wording(prompts, "")}
+
+
 def build_answer_request(
     prompts: PromptSet, instruction: str, passage_text: str, *, max_tokens: int = ANSWER_TOKENS,
     temperature: float = 0.0, seed: int | None = None,

@@ -31,7 +31,7 @@ from selfinstruct_local.pipeline.filters import check_instruction, filter_instan
 from selfinstruct_local.pipeline.grounded import (
     KINDS_PER_PASSAGE,
     TASK_TOKENS,
-    answer_wording,
+    answer_copy_checks,
     assign_kinds,
     build_answer_request,
     build_grounded_request,
@@ -278,10 +278,9 @@ class Generator:
             retry = []
             for i, c in zip(todo, completions, strict=True):
                 found = parse(i, c)
-                kept, dropped = filter_instances(
-                    found, examples,
-                    answer_prompt=answer_wording(self.prompts, pending[i]["instruction"])
-                    if grounded else None)
+                checks = (answer_copy_checks(self.prompts, pending[i]["instruction"])
+                          if grounded else {})
+                kept, dropped = filter_instances(found, examples, **checks)
                 self._log_dropped(pending[i], found, dropped)
                 if kept or attempt + 1 == INSTANCE_ATTEMPTS:
                     self._finalize(pending[i], is_cls[i], kept)
