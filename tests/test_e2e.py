@@ -91,7 +91,8 @@ def test_grounded_chinese_run(tmp_path, smollm2):
     config = manifest["config"]
     assert config["lang"] == "zh" and config["corpus"] == str(CORPUS_ZH)
     passages = {p.id: p for p in load_corpus(CORPUS_ZH, max_chars=config["passage_chars"])}
-    assert len(passages) >= 8  # the fixture is split into several passages per chapter
+    # The fixture's four chapters make six passages at the length measured for this model.
+    assert len(passages) >= 5 and {p.chapter_index for p in passages.values()} == {1, 2, 3, 4}
     instances = read_jsonl(out / "instances.jsonl")
     kinds = set(load_prompts("zh").grounded_kinds)
     for row in instructions:
@@ -102,4 +103,4 @@ def test_grounded_chinese_run(tmp_path, smollm2):
         assert row["kind"] in kinds and row["is_classification"] is False
         mine = [r for r in instances if r["instruction_id"] == row["id"]]
         assert mine and all(r["input"] == passage.text for r in mine)  # input from the corpus
-    assert manifest["counts"]["passages_drawn"] >= 8
+    assert manifest["counts"]["passages_drawn"] >= len(passages)  # at least one full pass
