@@ -11,6 +11,7 @@ from selfinstruct_local.prompts import load_prompts
 from tests.conftest import sigen
 
 CORPUS_ZH = Path(__file__).parent / "fixtures" / "corpus_zh"
+CORPUS_EN = Path(__file__).parent / "fixtures" / "corpus_en"
 
 pytestmark = pytest.mark.engine
 
@@ -82,19 +83,13 @@ def test_alpaca_run(tmp_path, smollm2):
 
 
 
-def test_grounded_chinese_run(tmp_path, smollm2):
-    out = tmp_path / "zh"
-    result = sigen("run", "--lang", "zh", "--corpus", str(CORPUS_ZH), "-n", "5",
-                   "--batch-size", "16", "-o", str(out), "--seed", "7")
-    assert result.returncode == 0, result.stderr[-3000:]
-    instructions, manifest = check_run_directory(out, 5)
+def check_grounded_run(out, corpus, lang, minimum):
+    instructions, manifest = check_run_directory(out, minimum)
     config = manifest["config"]
-    assert config["lang"] == "zh" and config["corpus"] == str(CORPUS_ZH)
-    passages = {p.id: p for p in load_corpus(CORPUS_ZH, max_chars=config["passage_chars"])}
-    # The fixture's four chapters make six passages at the length measured for this model.
-    assert len(passages) >= 5 and {p.chapter_index for p in passages.values()} == {1, 2, 3, 4}
+    assert config["lang"] == lang and config["corpus"] == str(corpus)
+    passages = {p.id: p for p in load_corpus(corpus, max_chars=config["passage_chars"])}
     instances = read_jsonl(out / "instances.jsonl")
-    kinds = set(load_prompts("zh").grounded_kinds)
+    kinds = set(load_prompts(lang).grounded_kinds)
     for row in instructions:
         passage = passages[row["passage"]["id"]]  # every task records its source passage
         assert row["passage"] == {"id": passage.id, "source": passage.source,
@@ -104,3 +99,23 @@ def test_grounded_chinese_run(tmp_path, smollm2):
         mine = [r for r in instances if r["instruction_id"] == row["id"]]
         assert mine and all(r["input"] == passage.text for r in mine)  # input from the corpus
     assert manifest["counts"]["passages_drawn"] >= len(passages)  # at least one full pass
+    return passages
+
+
+def test_grounded_chinese_run(tmp_path, smollm2):
+    out = tmp_path / "zh"
+    result = sigen("run", "--lang", "zh", "--corpus", str(CORPUS_ZH), "-n", "5",
+                   "--batch-size", "16", "-o", str(out), "--seed", "7")
+    assert result.returncode == 0, result.stderr[-3000:]
+    passages = check_grounded_run(out, CORPUS_ZH, "zh", 5)
+    # The fixture's four chapters make six passages at the length measured for this model.
+    assert len(passages) >= 5 and {p.chapter_index for p in passages.values()} == {1, 2, 3, 4}
+
+
+def test_grounded_english_run(tmp_path, smollm2):
+    out = tmp_path / "en"
+    result = sigen("run", "--corpus", str(CORPUS_EN), "-n", "3", "--batch-size", "12",
+                   "-o", str(out), "--seed", "7")
+    assert result.returncode == 0, result.stderr[-3000:]
+    passages = check_grounded_run(out, CORPUS_EN, "en", 3)
+    assert {p.chapter for p in passages.values()} == {"Chapter 1", "Chapter 2", "Chapter 3"}

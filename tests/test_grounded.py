@@ -58,6 +58,18 @@ def test_grounded_task_parsing(text, finish, expected):
     assert parse_grounded_task(load_prompts("zh"), text, finish) == expected
 
 
+@pytest.mark.parametrize(("task", "kind", "copied"), [  # recorded from SmolLM2-135M
+    ("A question about a character's nature or motives", "character", True),
+    ("What happens in the passage of the passage?", "plot", True),
+    ("Continue the story in the passage's own style.", "continuation", False),
+    ("Rewrite the passage in plain modern language.", "modern", False),
+    ("Write only the task itself, in one or two sentences.", "summary", True),
+    ("Why does Martha keep the oil a secret from Tobias?", "plot", False),
+])
+def test_english_copies_of_the_prompt(task, kind, copied):
+    assert (copies_kind(load_prompts("en"), task, kind) == "copied_prompt") is copied
+
+
 def test_english_task_parsing():
     en = load_prompts("en")
     assert parse_grounded_task(en, " Task: Why does Shiyin grow poorer?", "stop") == \
@@ -65,8 +77,11 @@ def test_english_task_parsing():
 
 
 @pytest.mark.parametrize(("task", "kind", "copied"), [
-    ("让读者概括这段原文的内容。", "summary", True),  # recorded: the description written back
-    ("让读者把原文中的某一句话改写成现代白话。", "modern", True),
+    # Recorded: the description of a question kind written back is no question ...
+    ("问某个人物的性格和心思", "character", True),
+    # ... but a summary, rewriting or continuation request is a usable task, if generic.
+    ("让读者概括这段原文的内容。", "summary", False),
+    ("让读者把原文中的某一句话改写成现代白话。", "modern", False),
     ("问某个人物的性格；", "character", True),  # a fragment of it
     ("问“这段原文里发生了什么事！”", "plot", True),
     # recorded: a task followed by the prompt's own instructions
@@ -75,7 +90,7 @@ def test_english_task_parsing():
     ("根据上面这段原文，给读者出一道题目本身，不要写出答案。", "allusion", True),
     ("请根据上面这段原文，给读者出一道题目的一个词语、俗语、诗句或典故以及具有更多的良好评维度的"
      "诗句，用一两句话写出题目本身。", "allusion", True),
-    ("上面的原文里的一两句话：", "modern", True),
+    ("上面的原文里的一两句话：", "plot", True),
     ("根据上面这段原文，说说士隐为什么一年比一年穷。", "plot", False),
     ("用两三句话概括这段文字。", "summary", False),
     ("把“不惯生理稼穑等事”改写成现代白话。", "modern", False),
@@ -163,9 +178,9 @@ def test_a_verbatim_repeat_about_the_same_passage_is_rejected(tmp_path):
     gen = screening_generator(tmp_path)
     question = "士隐为什么一年比一年穷？"
     kept = gen._accept_instructions(
-        [question, question, question, "让读者概括这段原文的内容。"],
+        [question, question, question, "问这段原文里发生了什么事。"],
         [grounded_payload("p1"), grounded_payload("p1"), grounded_payload("p2"),
-         grounded_payload("p2", "summary")])
+         grounded_payload("p2", "plot")])
     assert [(r["instruction"], r["passage"]["id"]) for r in kept] == [
         (question, "p1"), (question, "p2")]
     assert all(r["kind"] == "plot" for r in kept)

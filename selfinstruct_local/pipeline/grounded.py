@@ -94,9 +94,12 @@ def parse_grounded_task(prompts: PromptSet, text: str, finish_reason: str) -> st
 
 
 def copies_kind(prompts: PromptSet, task: str, kind: str) -> str | None:
-    """'copied_prompt' when the task writes back part of its own prompt (the kind's
-    description, or the instructions around it) instead of asking something about the passage."""
-    wording = prompts.fill("grounded", passage="", kind=prompts.grounded_kinds[kind])
+    """'copied_prompt' when the task writes back its own prompt instead of asking something
+    about the passage: the instructions around the kind, or the kind's description where that
+    is a request ("a question about what happens ...") rather than a usable task
+    ("summarize the passage ...", see `generic_ok` in grounded_kinds.yaml)."""
+    description = "" if kind in prompts.generic_ok else prompts.grounded_kinds[kind]
+    wording = prompts.fill("grounded", passage="", kind=description)
     return "copied_prompt" if copies_prompt(task, wording) else None
 
 

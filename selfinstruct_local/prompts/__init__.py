@@ -50,6 +50,7 @@ class PromptSet:
     labels: Labels
     templates: dict[str, str]
     grounded_kinds: dict[str, str]  # kind of reading task -> its description in the prompt
+    generic_ok: frozenset[str]  # kinds whose description is itself a usable task
 
     def fill(self, name: str, **slots: object) -> str:
         text = self.templates[name]
@@ -75,4 +76,5 @@ def load_prompts(lang: str) -> PromptSet:
         for name in TEMPLATE_NAMES
     }
     kinds = yaml.safe_load((folder / "grounded_kinds.yaml").read_text(encoding="utf-8"))
-    return PromptSet(lang=lang, labels=labels, templates=templates, grounded_kinds=kinds)
+    return PromptSet(lang=lang, labels=labels, templates=templates,
+                     grounded_kinds=kinds["kinds"], generic_ok=frozenset(kinds["generic_ok"]))
