@@ -25,6 +25,7 @@ from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ensure_weights, load_registry
 from selfinstruct_local.pipeline.runner import Generator, RunInterrupted
 from selfinstruct_local.pipeline.state import RunState, load_state
+from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
 from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, RunStore
 from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
@@ -43,11 +44,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def execute_run(
-    config: RunConfig, log: Callable[[str], None], force: bool = False, quiet: bool = False
-) -> Path:
-    """Run (or resume) generation; returns the run directory."""
+def execute_run(config: RunConfig, reporter: Reporter, force: bool = False) -> Path:
+    """Run (or resume) generation; returns the run directory. Raises KeyboardInterrupt after
+    a Ctrl-C, once the manifest says "interrupted"."""
     started = time.perf_counter()
+    log = reporter.log
     registry = load_registry(config.models_file)
     spec = registry.resolve(config.model)
     config.model = spec.name if config.model in (None, spec.name) else config.model
@@ -84,7 +85,7 @@ def execute_run(
     index = NearDupIndex()
     for task in seed_tasks:
         index.add(task.instruction)
-    state = load_state(store, index, (previous or {}).get("counts"), warn=log)
+    state = load_state(store, index, (previous or {}).get("counts"), warn=reporter.notice)
     if previous:
         log(f"Resuming {store.root}: {state.accepted} instructions done, "
             f"{len(state.in_flight)} in flight, round {state.round}.")
@@ -101,40 +102,54 @@ def execute_run(
     sampler = (PassageSampler(passages, config.seed, used=state.round * batch_size)
                if passages else None)
     generator = Generator(config, engine, prompts, seed_tasks, store, state, index,
-                          batch_size=batch_size, sampling=sampling, log=log, sampler=sampler)
+                          batch_size=batch_size, sampling=sampling, progress=reporter,
+                          sampler=sampler)
     prior_wall = float((previous or {}).get("wall_seconds", 0.0))
 
     def manifest(status: str) -> dict:
         return build_manifest(config, spec, weights, engine, state, status,
                               prior_wall + time.perf_counter() - started, len(seed_tasks))
 
-    def on_round() -> None:
-        store.write_json(MANIFEST, manifest("running"))
-        if not quiet:
-            log(progress_line(state, config, engine, time.perf_counter() - started))
+    def finish(status: str) -> None:
+        store.write_json(MANIFEST, manifest(status))
+        write_alpaca_data(store)
 
     store.write_json(MANIFEST, manifest("running"))
-    stop = StopRequest(log)
+    reporter.attach(store.root, state, config.num_instructions, run_stages(config))
+    stop = StopRequest(reporter.notice)
+    interrupted = False
     try:
         with stop:
-            generator.run(on_round=on_round, should_stop=lambda: stop.requested)
+            generator.run(on_round=lambda: store.write_json(MANIFEST, manifest("running")),
+                          should_stop=lambda: stop.requested)
     except (KeyboardInterrupt, RunInterrupted, Exception) as exc:
-        # After a Ctrl-C the engine's own process may die mid-call; that is the stop, not a bug.
+        # A terminal's Ctrl-C reaches vLLM's engine process too, which then dies mid-call:
+        # that is the stop, not a bug.
         if not (stop.requested or isinstance(exc, KeyboardInterrupt)):
             raise
-        store.write_json(MANIFEST, manifest("interrupted"))
-        write_alpaca_data(store)
-        log(f"Interrupted: {state.accepted} instructions kept, nothing decided is lost. "
-            f"Resume with: sigen run --resume {store.root}")
-        raise KeyboardInterrupt from None
+        interrupted = True
     finally:
+        reporter.close()  # the display's last frame stays; the lines below go under it
         engine.close()
-    write_alpaca_data(store)
+    if interrupted:
+        finish("interrupted")
+        reporter.notice(f"Interrupted: {state.accepted} instructions kept, nothing decided is "
+                        f"lost. Resume with: sigen run --resume {store.root}")
+        raise KeyboardInterrupt
     done = state.accepted >= config.num_instructions
-    store.write_json(MANIFEST, manifest("finished" if done else "stopped"))
+    finish("finished" if done else "stopped")
     log(f"{'Done' if done else 'Stopped'}: {state.accepted} instructions, "
         f"{state.instances_kept} instances in {store.root}")
     return store.root
+
+
+def run_stages(config: RunConfig) -> tuple[str, ...]:
+    """The engine calls of a round, in order (the stage names `Generator._generate` uses)."""
+    if config.method == "alpaca":
+        return ("alpaca",)
+    if config.corpus is not None:  # grounded tasks are answered from their passage: no classify
+        return ("bootstrap", "instances")
+    return ("bootstrap", "classify", "instances")
 
 
 class StopRequest:
@@ -150,7 +165,7 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        self.log("\nStopping at the next safe point (press Ctrl-C again to stop at once) ...")
+        self.log("Stopping at the next safe point (press Ctrl-C again to stop at once) ...")
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -213,22 +228,3 @@ def build_manifest(config, spec, weights, engine, state: RunState, status: str,
         "engine_seconds": round(stats.seconds, 2),
         "wall_seconds": round(wall_seconds, 2),
     }
-
-
-def progress_line(state: RunState, config: RunConfig, engine, elapsed: float) -> str:
-    stats = engine.stats
-    rate = stats.completion_tokens / stats.seconds if stats.seconds else 0.0
-    rejects = ", ".join(f"{k} {v}" for k, v in state.reject_reasons.most_common(4))
-    eta = ""
-    if state.accepted:
-        remaining = (config.num_instructions - state.accepted) * elapsed / state.accepted
-        eta = f", ETA {_clock(max(remaining, 0))}"
-    return (f"round {state.round}: {state.accepted}/{config.num_instructions} accepted, "
-            f"{sum(state.reject_reasons.values())} rejected ({rejects or 'none'}), "
-            f"{rate:.0f} tok/s, elapsed {_clock(elapsed)}{eta}")
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
 
 from selfinstruct_local.config import RunConfig
@@ -40,6 +41,7 @@ from selfinstruct_local.pipeline.instances import (
     parse_instances,
 )
 from selfinstruct_local.pipeline.state import RunState
+from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import PromptSet
 from selfinstruct_local.runstore import INSTANCES, INSTRUCTIONS, PENDING, REJECTED, RunStore
 from selfinstruct_local.seeds import Instance, Task
@@ -65,7 +67,7 @@ class Generator:
         index: NearDupIndex,
         batch_size: int,
         sampling: dict[str, float],
-        log: Callable[[str], None] = print,
+        progress: Reporter | None = None,
         sampler: PassageSampler | None = None,
     ) -> None:
         self.config = config
@@ -78,7 +80,7 @@ class Generator:
         self.batch_size = batch_size
         self.temperature = sampling.get("temperature", 0.7)
         self.top_p = sampling.get("top_p", 0.9)
-        self.log = log
+        self.progress = progress if progress is not None else Reporter()
         self.sampler = sampler  # set when generation is grounded in a corpus
         self.human = [t.instruction for t in seed_tasks]
         self._should_stop: Callable[[], bool] = lambda: False
@@ -89,20 +91,27 @@ class Generator:
         on_round: Callable[[], None] = lambda: None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Rounds until the target; `should_stop` is polled at safe points between stages."""
+        """Rounds until the target; `should_stop` is polled at safe points between stages.
+
+        `on_round` runs after each round (the caller saves the manifest), then the reporter's
+        `round_finished`, so that a progress line never reports a round the manifest lacks.
+        """
         self._should_stop = should_stop
         if self.state.in_flight:
-            self.log(f"Completing {len(self.state.in_flight)} instructions left in flight ...")
+            self.progress.log(
+                f"Completing {len(self.state.in_flight)} instructions left in flight ...")
             self._complete(self.state.in_flight)
             on_round()
+            self.progress.round_finished()
         stalled = 0
         while self.state.accepted < self.config.num_instructions:
             self._check_stop()
             if self.config.max_rounds and self.state.round >= self.config.max_rounds:
-                self.log(f"Stopping after --max-rounds {self.config.max_rounds}.")
+                self.progress.log(f"Stopping after --max-rounds {self.config.max_rounds}.")
                 break
             if stalled >= STALL_ROUNDS:
-                self.log(f"Stopping: {STALL_ROUNDS} rounds in a row added no instruction.")
+                self.progress.log(
+                    f"Stopping: {STALL_ROUNDS} rounds in a row added no instruction.")
                 break
             before = self.state.accepted
             self.state.round += 1
@@ -114,6 +123,7 @@ class Generator:
                 self._self_instruct_round()
             stalled = stalled + 1 if self.state.accepted == before else 0
             on_round()
+            self.progress.round_finished()
 
     def _check_stop(self) -> None:
         if self._should_stop():
@@ -124,9 +134,14 @@ class Generator:
         return random.Random(key).randrange(2**31 - 1)
 
     def _generate(self, stage: str, requests: list[Request]) -> list[Completion]:
+        """Every engine call goes through here: counted per stage and shown as it runs."""
+        self.progress.stage_started(stage, len(requests))
+        started = time.perf_counter()
         completions = self.engine.generate(requests)
+        tokens = sum(c.completion_tokens for c in completions)
         self.state.counts[f"{stage}_requests"] += len(requests)
-        self.state.counts[f"{stage}_tokens"] += sum(c.completion_tokens for c in completions)
+        self.state.counts[f"{stage}_tokens"] += tokens
+        self.progress.stage_finished(stage, tokens, time.perf_counter() - started)
         return completions
 
     # -- Self-Instruct --------------------------------------------------------------------
