@@ -148,9 +148,10 @@ def _by_round(rows: list[dict]) -> dict[int, dict[str, int]]:
     return {r: dict(table[r].most_common()) for r in sorted(table)}
 
 
-def summarize(run_dir: Path | str) -> dict:
-    """Counts, reasons, classification share, lengths, leading verbs and diversity of a run."""
-    return _summary(load_run(run_dir))
+def summarize(run_dir: Path | str, warn: Callable[[str], None] = _stderr) -> dict:
+    """Counts, reasons, classification share, lengths, leading verbs and diversity of a run
+    (JSON-serializable: `sigen run` stores it in manifest.json)."""
+    return _summary(load_run(run_dir, warn))
 
 
 def _summary(run: Run) -> dict:

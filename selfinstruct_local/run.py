@@ -27,6 +27,7 @@ from selfinstruct_local.pipeline.runner import Generator, RunInterrupted
 from selfinstruct_local.pipeline.state import RunState, load_state
 from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
+from selfinstruct_local.report import summarize
 from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, RunStore
 from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
 
@@ -111,8 +112,16 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False) -> P
                               prior_wall + time.perf_counter() - started, len(seed_tasks))
 
     def finish(status: str) -> None:
+        """The last manifest, with the summary `sigen stats` prints (computed from the files
+        and the manifest, so the manifest goes first)."""
         store.write_json(MANIFEST, manifest(status))
         write_alpaca_data(store)
+        try:
+            summary = summarize(store.root, warn=reporter.notice)
+        except SigenError as exc:  # a damaged file: the run's own status still stands
+            reporter.notice(f"manifest.json has no summary: {exc}")
+            return
+        store.write_json(MANIFEST, {**manifest(status), "summary": summary})
 
     store.write_json(MANIFEST, manifest("running"))
     reporter.attach(store.root, state, config.num_instructions, run_stages(config))
