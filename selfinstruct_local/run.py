@@ -9,11 +9,8 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import platform
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from selfinstruct_local import __version__
@@ -22,8 +19,9 @@ from selfinstruct_local.corpus import PassageSampler, load_corpus
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines.base import check_engine_available, check_gpus, load_engine
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.interrupt import StopRequest
 from selfinstruct_local.models import ensure_weights, load_registry
-from selfinstruct_local.pipeline.runner import Generator, RunInterrupted
+from selfinstruct_local.pipeline.runner import Generator
 from selfinstruct_local.pipeline.state import RunState, load_state
 from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
@@ -126,27 +124,32 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False) -> P
     store.write_json(MANIFEST, manifest("running"))
     reporter.attach(store.root, state, config.num_instructions, run_stages(config))
     stop = StopRequest(reporter.notice)
-    interrupted = False
+    status, closed = None, False
     try:
-        with stop:
-            generator.run(on_round=lambda: store.write_json(MANIFEST, manifest("running")),
-                          should_stop=lambda: stop.requested)
-    except (KeyboardInterrupt, RunInterrupted, Exception) as exc:
-        # A terminal's Ctrl-C reaches vLLM's engine process too, which then dies mid-call:
-        # that is the stop, not a bug.
-        if not (stop.requested or isinstance(exc, KeyboardInterrupt)):
-            raise
-        interrupted = True
+        with stop:  # from here on a second Ctrl-C raises KeyboardInterrupt, cleanup included
+            try:
+                generator.run(on_round=lambda: store.write_json(MANIFEST, manifest("running")),
+                              stop=stop)
+            except Exception:
+                # A terminal's Ctrl-C reaches vLLM's processes too, which then fail in ways of
+                # their own: after a Ctrl-C, that is the stop, not a bug.
+                if not stop.requested:
+                    raise
+            finally:
+                reporter.close()  # the display's last frame stays; what follows goes below
+            done = state.accepted >= config.num_instructions
+            status = "interrupted" if stop.requested else "finished" if done else "stopped"
+            finish(status)
+            engine.close()  # after the manifest: it can take seconds
+            closed = True
     finally:
-        reporter.close()  # the display's last frame stays; the lines below go under it
-        engine.close()
-    if interrupted:
-        finish("interrupted")
-        reporter.notice(f"Interrupted: {state.accepted} instructions kept, nothing decided is "
-                        f"lost. Resume with: sigen run --resume {store.root}")
+        if not closed:  # an error, or a second Ctrl-C, which should not wait for the engine
+            engine.close(wait=not stop.requested)
+        if stop.requested and status in (None, "interrupted"):
+            reporter.notice(f"Interrupted: {state.accepted} instructions kept, nothing decided "
+                            f"is lost. Resume with: sigen run --resume {store.root}")
+    if status == "interrupted":
         raise KeyboardInterrupt
-    done = state.accepted >= config.num_instructions
-    finish("finished" if done else "stopped")
     log(f"{'Done' if done else 'Stopped'}: {state.accepted} instructions, "
         f"{state.instances_kept} instances in {store.root}")
     return store.root
@@ -159,31 +162,6 @@ def run_stages(config: RunConfig) -> tuple[str, ...]:
     if config.corpus is not None:  # grounded tasks are answered from their passage: no classify
         return ("bootstrap", "instances")
     return ("bootstrap", "classify", "instances")
-
-
-class StopRequest:
-    """SIGINT handling: the first Ctrl-C asks for a stop at the next safe point, the second
-    stops at once (appends are line-sized and a torn last line is repaired on resume)."""
-
-    def __init__(self, log: Callable[[str], None]) -> None:
-        self.requested = False
-        self.log = log
-        self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.log("Stopping at the next safe point (press Ctrl-C again to stop at once) ...")
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def _check_resume(previous: dict, config: RunConfig, force: bool, root: Path) -> None:

@@ -17,6 +17,7 @@ from selfinstruct_local.config import RunConfig
 from selfinstruct_local.corpus import PassageSampler
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import Completion, Engine, Request
+from selfinstruct_local.interrupt import RunInterrupted, StopRequest
 from selfinstruct_local.pipeline.alpaca import (
     NUM_EXAMPLES,
     build_alpaca_request,
@@ -51,10 +52,6 @@ TOP_SIMILAR = 10
 INSTANCE_ATTEMPTS = 2
 
 
-class RunInterrupted(Exception):
-    """Raised at a safe point after the user asked the run to stop (Ctrl-C)."""
-
-
 class Generator:
     def __init__(
         self,
@@ -83,20 +80,21 @@ class Generator:
         self.progress = progress if progress is not None else Reporter()
         self.sampler = sampler  # set when generation is grounded in a corpus
         self.human = [t.instruction for t in seed_tasks]
-        self._should_stop: Callable[[], bool] = lambda: False
+        self.stop = StopRequest()  # never requested unless `run` is given the run's own
 
     # -- the loop -------------------------------------------------------------------------
     def run(
         self,
         on_round: Callable[[], None] = lambda: None,
-        should_stop: Callable[[], bool] = lambda: False,
+        stop: StopRequest | None = None,
     ) -> None:
-        """Rounds until the target; `should_stop` is polled at safe points between stages.
+        """Rounds until the target. `stop` (Ctrl-C) is checked at safe points between stages,
+        and may cut an engine call short (see interrupt.py): RunInterrupted.
 
         `on_round` runs after each round (the caller saves the manifest), then the reporter's
         `round_finished`, so that a progress line never reports a round the manifest lacks.
         """
-        self._should_stop = should_stop
+        self.stop = stop if stop is not None else self.stop
         if self.state.in_flight:
             self.progress.log(
                 f"Completing {len(self.state.in_flight)} instructions left in flight ...")
@@ -126,7 +124,7 @@ class Generator:
             self.progress.round_finished()
 
     def _check_stop(self) -> None:
-        if self._should_stop():
+        if self.stop.requested:
             raise RunInterrupted
 
     def _seed(self, stage: str, i: int) -> int:
@@ -137,7 +135,8 @@ class Generator:
         """Every engine call goes through here: counted per stage and shown as it runs."""
         self.progress.stage_started(stage, len(requests))
         started = time.perf_counter()
-        completions = self.engine.generate(requests)
+        with self.stop.abortable():
+            completions = self.engine.generate(requests)
         tokens = sum(c.completion_tokens for c in completions)
         self.state.counts[f"{stage}_requests"] += len(requests)
         self.state.counts[f"{stage}_tokens"] += tokens
