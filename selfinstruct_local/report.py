@@ -328,10 +328,6 @@ _PLOTS_AFTER = {
 # -- files ---------------------------------------------------------------------------------
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    write_atomic(path, data)
-
-
 def _figure(width: float, height: float):
     # The object-oriented API with an explicit Agg canvas: no pyplot global state, no GUI backend.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -464,7 +460,7 @@ def write_report(run_dir: Path | str) -> Path:
         "rejections": _rejections_plot(summary),
     }
     for key, data in plots.items():
-        write_bytes_atomic(run.root / PLOTS[key], data)
+        write_atomic(run.root / PLOTS[key], data)
     path = run.root / REPORT
-    write_bytes_atomic(path, _markdown(summary).encode("utf-8"))
+    write_atomic(path, _markdown(summary).encode("utf-8"))
     return path
