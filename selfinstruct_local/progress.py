@@ -263,6 +263,9 @@ def make_reporter(quiet: bool = False, stream: TextIO | None = None) -> Reporter
     stream = stream if stream is not None else sys.stderr
     if quiet:
         return Reporter(stream)
-    if stream.isatty():
-        return LiveReporter(Console(file=stream))
+    console = Console(file=stream)
+    # A dumb terminal (TERM=dumb, as in an editor's shell) cannot redraw: rich would show the
+    # display only once, at the end.
+    if stream.isatty() and not console.is_dumb_terminal:
+        return LiveReporter(console)
     return LogReporter(stream)

@@ -157,6 +157,9 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_the_factory_follows_stderr():
+def test_the_factory_follows_stderr(monkeypatch):
+    monkeypatch.setenv("TERM", "xterm-256color")
     assert type(make_reporter(stream=io.StringIO())) is LogReporter
     assert type(make_reporter(stream=Terminal())) is LiveReporter
+    monkeypatch.setenv("TERM", "dumb")  # cannot redraw in place
+    assert type(make_reporter(stream=Terminal())) is LogReporter
