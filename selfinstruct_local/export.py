@@ -15,7 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.report import load_run, write_bytes_atomic
+from selfinstruct_local.report import load_run
+from selfinstruct_local.runstore import write_atomic
 
 FORMATS = ("alpaca", "sharegpt", "jsonl")
 
@@ -62,7 +63,7 @@ def export_rows(run_dir: Path | str, fmt: str, output: Path | str | None = None
         ]
         text = json.dumps(records, ensure_ascii=False, indent=2) + "\n"
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(target, text.encode("utf-8"))
+    write_atomic(target, text.encode("utf-8"))
     return target, len(rows)
 
 

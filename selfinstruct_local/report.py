@@ -1,4 +1,5 @@
-"""`sigen stats`: what a run produced, as a terminal table and as report.md with PNG plots.
+"""`sigen stats`: what a run produced, as a terminal table and as report.md with PNG plots
+(drawn by plots.py).
 
 The run directory is only read, never repaired: a report may be taken while `sigen run` is still
 appending to it, so a torn last line is skipped here instead of being cut from the file (which is
@@ -8,7 +9,6 @@ and its plots, each replaced atomically.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -148,9 +148,10 @@ def _by_round(rows: list[dict]) -> dict[int, dict[str, int]]:
     return {r: dict(table[r].most_common()) for r in sorted(table)}
 
 
-def summarize(run_dir: Path | str) -> dict:
-    """Counts, reasons, classification share, lengths, leading verbs and diversity of a run."""
-    return _summary(load_run(run_dir))
+def summarize(run_dir: Path | str, warn: Callable[[str], None] = _stderr) -> dict:
+    """Counts, reasons, classification share, lengths, leading verbs and diversity of a run
+    (JSON-serializable: `sigen run` stores it in manifest.json)."""
+    return _summary(load_run(run_dir, warn))
 
 
 def _summary(run: Run) -> dict:
@@ -208,7 +209,8 @@ def _summary(run: Run) -> dict:
 # -- rendering -----------------------------------------------------------------------------
 
 
-def _num(value: object) -> str:
+def num(value: object) -> str:
+    """A number for people: thousands separators, no trailing zeros, "-" for none."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -238,20 +240,20 @@ def _tables(s: dict) -> list[Table]:
     share = "-" if cls["share"] is None else f"{cls['yes']} of {classified} ({cls['share']:.1%})"
     tables: list[Table] = [
         ("Run", ["", ""], [
-            ["status", _num(s["status"])],
-            ["method / lang", f"{_num(s['method'])} / {_num(s['lang'])}"],
-            ["model / engine", f"{_num(s['model'])} / {_num(s['engine'])}"],
+            ["status", num(s["status"])],
+            ["method / lang", f"{num(s['method'])} / {num(s['lang'])}"],
+            ["model / engine", f"{num(s['model'])} / {num(s['engine'])}"],
             ["accepted instructions", f"{c['accepted_instructions']} of "
-                                      f"{_num(s['num_instructions'])} asked"],
-            ["instances", _num(c["instances"])],
-            ["rejected instructions", _num(c["rejected_instructions"])],
-            ["dropped instances", _num(c["dropped_instances"])],
+                                      f"{num(s['num_instructions'])} asked"],
+            ["instances", num(c["instances"])],
+            ["rejected instructions", num(c["rejected_instructions"])],
+            ["dropped instances", num(c["dropped_instances"])],
             ["classification tasks", share + (f", {cls['unknown']} unknown"
                                               if cls["unknown"] else "")],
-            ["instances per instruction", f"mean {_num(ipi['mean'])}, min {_num(ipi['min'])}, "
-                                          f"max {_num(ipi['max'])}"],
-            ["tokens generated", f"{_num(s['tokens_generated'])} "
-                                 f"(prompt tokens {_num(s['tokens_prompt'])})"],
+            ["instances per instruction", f"mean {num(ipi['mean'])}, min {num(ipi['min'])}, "
+                                          f"max {num(ipi['max'])}"],
+            ["tokens generated", f"{num(s['tokens_generated'])} "
+                                 f"(prompt tokens {num(s['tokens_prompt'])})"],
             ["engine time", _seconds(s["engine_seconds"])],
             ["wall time", _seconds(s["wall_seconds"])],
         ]),
@@ -262,7 +264,7 @@ def _tables(s: dict) -> list[Table]:
         rows = [[reason, str(n), _pct(n, total)] for reason, n in s[key].items()]
         tables.append((title, ["reason", "count", "share"], rows or [["(none)", "0", "-"]]))
     tables.append(("Length in tokens", ["", "n", "min", "median", "mean", "p90", "max"], [
-        [name, *(_num(s[key][k]) for k in ("n", "min", "median", "mean", "p90", "max"))]
+        [name, *(num(s[key][k]) for k in ("n", "min", "median", "mean", "p90", "max"))]
         for name, key in (("instruction", "instruction_length"), ("output", "output_length"))
     ]))
     n = c["accepted_instructions"]
@@ -327,122 +329,6 @@ _PLOTS_AFTER = {
 # -- files ---------------------------------------------------------------------------------
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    write_atomic(path, data)
-
-
-def _figure(width: float, height: float):
-    # The object-oriented API with an explicit Agg canvas: no pyplot global state, no GUI backend.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _counts_axis(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.5 ticks
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    # No "Software" stamp: the same run then gives byte-identical plots.
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _no_data(ax, message: str = "no data") -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="gray")
-    ax.set_ylim(0, 1)
-    ax.set_yticks([])  # autoscaling with nothing to show gives a meaningless -0.06..0.06
-
-
-def _similarity_plot(summary: dict) -> bytes:
-    figure = _figure(7, 4)
-    ax = figure.add_subplot()
-    bins = summary["max_similarity"]
-    total = sum(b["count"] for b in bins)
-    bars = ax.bar([b["low"] for b in bins], [b["count"] for b in bins], width=SIM_BIN_WIDTH,
-                  align="edge", color="#4c72b0", edgecolor="white")
-    ax.bar_label(bars, labels=[str(b["count"]) if b["count"] else "" for b in bins], padding=2)
-    ax.set_xlim(0, SIM_BINS * SIM_BIN_WIDTH)
-    ax.set_xticks([round(i * SIM_BIN_WIDTH, 1) for i in range(SIM_BINS + 1)])
-    ax.set_xlabel("ROUGE-L F of the most similar instruction in the pool (seeds + earlier ones)")
-    ax.set_ylabel("accepted instructions")
-    ax.set_title(f"Highest ROUGE-L with the pool (n={total})")
-    ax.margins(y=0.12)
-    _counts_axis(ax)
-    if not total:
-        _no_data(ax, "no accepted instructions")
-    return _png(figure)
-
-
-def _length_plot(values: list[int], dist: dict, what: str) -> bytes:
-    from matplotlib.ticker import MaxNLocator
-
-    figure = _figure(7, 4)
-    ax = figure.add_subplot()
-    ax.set_title(f"{what.capitalize()} length (n={len(values)})")
-    ax.set_xlabel(f"{what} length in tokens (a CJK character counts as one)")
-    ax.set_ylabel(f"{what}s")
-    if not values:
-        _no_data(ax)
-        return _png(figure)
-    low, high = min(values), max(values)
-    # One bar per length while that stays readable, else 40 equal bins.
-    bins = [x - 0.5 for x in range(low, high + 2)] if high - low <= 50 else 40
-    ax.hist(values, bins=bins, color="#55a868", edgecolor="white")
-    _counts_axis(ax)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # lengths are whole tokens
-    ax.axvline(dist["median"], color="black", linestyle="--",
-               label=f"median {_num(dist['median'])}")
-    ax.axvline(dist["p90"], color="#c44e52", linestyle=":", label=f"p90 {_num(dist['p90'])}")
-    ax.legend(loc="upper right")
-    return _png(figure)
-
-
-def _rejections_plot(summary: dict) -> bytes:
-    from matplotlib.ticker import MaxNLocator
-
-    figure = _figure(11, 4.2)
-    panels = (("Rejected instructions", summary["rejected_by_round"]),
-              ("Dropped instances", summary["dropped_by_round"]))
-    rounds = sorted({r for _, table in panels for r in table})
-    # Room for at least three bars, so that a run of one or two rounds has no giant slab.
-    pad = 0.6 + max(0, 3 - len(rounds)) / 2
-    for index, (title, table) in enumerate(panels, start=1):
-        ax = figure.add_subplot(1, 2, index)
-        ax.set_title(f"{title} per round")
-        ax.set_xlabel("round")
-        ax.set_ylabel("rows")
-        totals = Counter[str]()
-        for counts in table.values():
-            totals.update(counts)
-        if not totals:
-            _no_data(ax, "none")
-            continue
-        bottom = [0] * len(rounds)
-        colors = [f"C{i % 10}" for i in range(len(totals))]
-        for (reason, total), color in zip(totals.most_common(), colors, strict=True):
-            heights = [table.get(r, {}).get(reason, 0) for r in rounds]
-            ax.bar(rounds, heights, bottom=bottom, color=color, label=f"{reason} ({total})")
-            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-        if len(rounds) <= 20:
-            ax.set_xticks(rounds)  # each round labeled, and no tick for a round 0 that is not
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(rounds[0] - pad, rounds[-1] + pad)
-        _counts_axis(ax)
-        # Headroom for the legend above the tallest bar, one line per reason. set_ylim, not
-        # margins: zero-height segments on top of a stack would pin the autoscaled limit.
-        ax.set_ylim(0, max(bottom) * (1.15 + 0.08 * len(totals)))
-        ax.legend(fontsize="small", loc="upper right")
-    return _png(figure)
-
-
 def write_report(run_dir: Path | str) -> Path:
     """Write report.md and its PNG plots into the run directory; return report.md's path."""
     run = load_run(run_dir)
@@ -452,18 +338,14 @@ def write_report(run_dir: Path | str) -> Path:
         raise SigenError(
             "the report's plots need matplotlib: pip install 'selfinstruct-local[report]'"
         ) from None
+    from selfinstruct_local.plots import render_plots  # not at the top: it imports this module
+
     summary = _summary(run)
-    instruction_lengths = [count_words(r["instruction"]) for r in run.instructions]
-    output_lengths = [count_words(r.get("output", "")) for r in run.instances]
-    plots = {
-        "similarity": _similarity_plot(summary),
-        "instruction_length": _length_plot(instruction_lengths, summary["instruction_length"],
-                                           "instruction"),
-        "output_length": _length_plot(output_lengths, summary["output_length"], "output"),
-        "rejections": _rejections_plot(summary),
-    }
+    plots = render_plots(summary,
+                         [count_words(r["instruction"]) for r in run.instructions],
+                         [count_words(r.get("output", "")) for r in run.instances])
     for key, data in plots.items():
-        write_bytes_atomic(run.root / PLOTS[key], data)
+        write_atomic(run.root / PLOTS[key], data)
     path = run.root / REPORT
-    write_bytes_atomic(path, _markdown(summary).encode("utf-8"))
+    write_atomic(path, _markdown(summary).encode("utf-8"))
     return path

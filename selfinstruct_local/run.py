@@ -9,11 +9,8 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import platform
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from selfinstruct_local import __version__
@@ -22,10 +19,13 @@ from selfinstruct_local.corpus import PassageSampler, load_corpus, passage_chars
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines.base import check_engine_available, check_gpus, load_engine
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.interrupt import StopRequest
 from selfinstruct_local.models import ensure_weights, load_registry
-from selfinstruct_local.pipeline.runner import Generator, RunInterrupted
+from selfinstruct_local.pipeline.runner import Generator
 from selfinstruct_local.pipeline.state import RunState, load_state
+from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
+from selfinstruct_local.report import summarize
 from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, RunStore
 from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
 
@@ -43,11 +43,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def execute_run(
-    config: RunConfig, log: Callable[[str], None], force: bool = False, quiet: bool = False
-) -> Path:
-    """Run (or resume) generation; returns the run directory."""
+def execute_run(config: RunConfig, reporter: Reporter, force: bool = False) -> Path:
+    """Run (or resume) generation; returns the run directory. Raises KeyboardInterrupt after
+    a Ctrl-C, once the manifest says "interrupted"."""
     started = time.perf_counter()
+    log = reporter.log
     registry = load_registry(config.models_file)
     spec = registry.resolve(config.model)
     config.model = spec.name if config.model in (None, spec.name) else config.model
@@ -87,7 +87,7 @@ def execute_run(
     index = NearDupIndex()
     for task in seed_tasks:
         index.add(task.instruction)
-    state = load_state(store, index, (previous or {}).get("counts"), warn=log)
+    state = load_state(store, index, (previous or {}).get("counts"), warn=reporter.notice)
     if previous:
         log(f"Resuming {store.root}: {state.accepted} instructions done, "
             f"{len(state.in_flight)} in flight, round {state.round}.")
@@ -105,65 +105,67 @@ def execute_run(
     sampler = (PassageSampler(passages, config.seed, used=state.counts["passages_drawn"])
                if passages else None)
     generator = Generator(config, engine, prompts, seed_tasks, store, state, index,
-                          batch_size=batch_size, sampling=sampling, log=log, sampler=sampler)
+                          batch_size=batch_size, sampling=sampling, progress=reporter,
+                          sampler=sampler)
     prior_wall = float((previous or {}).get("wall_seconds", 0.0))
 
     def manifest(status: str) -> dict:
         return build_manifest(config, spec, weights, engine, state, status,
                               prior_wall + time.perf_counter() - started, len(seed_tasks))
 
-    def on_round() -> None:
-        store.write_json(MANIFEST, manifest("running"))
-        if not quiet:
-            log(progress_line(state, config, engine, time.perf_counter() - started))
+    def finish(status: str) -> None:
+        """The last manifest, with the summary `sigen stats` prints (computed from the files
+        and the manifest, so the manifest goes first)."""
+        store.write_json(MANIFEST, manifest(status))
+        write_alpaca_data(store)
+        try:
+            summary = summarize(store.root, warn=reporter.notice)
+        except SigenError as exc:  # a damaged file: the run's own status still stands
+            reporter.notice(f"manifest.json has no summary: {exc}")
+            return
+        store.write_json(MANIFEST, {**manifest(status), "summary": summary})
 
     store.write_json(MANIFEST, manifest("running"))
-    stop = StopRequest(log)
+    reporter.attach(store.root, state, config.num_instructions, run_stages(config))
+    stop = StopRequest(reporter.notice)
+    status, closed = None, False
     try:
-        with stop:
-            generator.run(on_round=on_round, should_stop=lambda: stop.requested)
-    except (KeyboardInterrupt, RunInterrupted, Exception) as exc:
-        # After a Ctrl-C the engine's own process may die mid-call; that is the stop, not a bug.
-        if not (stop.requested or isinstance(exc, KeyboardInterrupt)):
-            raise
-        store.write_json(MANIFEST, manifest("interrupted"))
-        write_alpaca_data(store)
-        log(f"Interrupted: {state.accepted} instructions kept, nothing decided is lost. "
-            f"Resume with: sigen run --resume {store.root}")
-        raise KeyboardInterrupt from None
+        with stop:  # from here on a second Ctrl-C raises KeyboardInterrupt, cleanup included
+            try:
+                generator.run(on_round=lambda: store.write_json(MANIFEST, manifest("running")),
+                              stop=stop)
+            except Exception:
+                # A terminal's Ctrl-C reaches vLLM's processes too, which then fail in ways of
+                # their own: after a Ctrl-C, that is the stop, not a bug.
+                if not stop.requested:
+                    raise
+            finally:
+                reporter.close()  # the display's last frame stays; what follows goes below
+            done = state.accepted >= config.num_instructions
+            status = "interrupted" if stop.requested else "finished" if done else "stopped"
+            finish(status)
+            engine.close()  # after the manifest: it can take seconds
+            closed = True
     finally:
-        engine.close()
-    write_alpaca_data(store)
-    done = state.accepted >= config.num_instructions
-    store.write_json(MANIFEST, manifest("finished" if done else "stopped"))
+        if not closed:  # an error, or a second Ctrl-C, which should not wait for the engine
+            engine.close(wait=not stop.requested)
+        if stop.requested and status in (None, "interrupted"):
+            reporter.notice(f"Interrupted: {state.accepted} instructions kept, nothing decided "
+                            f"is lost. Resume with: sigen run --resume {store.root}")
+    if status == "interrupted":
+        raise KeyboardInterrupt
     log(f"{'Done' if done else 'Stopped'}: {state.accepted} instructions, "
         f"{state.instances_kept} instances in {store.root}")
     return store.root
 
 
-class StopRequest:
-    """SIGINT handling: the first Ctrl-C asks for a stop at the next safe point, the second
-    stops at once (appends are line-sized and a torn last line is repaired on resume)."""
-
-    def __init__(self, log: Callable[[str], None]) -> None:
-        self.requested = False
-        self.log = log
-        self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.log("\nStopping at the next safe point (press Ctrl-C again to stop at once) ...")
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+def run_stages(config: RunConfig) -> tuple[str, ...]:
+    """The engine calls of a round, in order (the stage names `Generator._generate` uses)."""
+    if config.method == "alpaca":
+        return ("alpaca",)
+    if config.corpus is not None:  # grounded tasks are answered from their passage: no classify
+        return ("bootstrap", "instances")
+    return ("bootstrap", "classify", "instances")
 
 
 def _check_resume(previous: dict, config: RunConfig, force: bool, root: Path) -> None:
@@ -217,22 +219,3 @@ def build_manifest(config, spec, weights, engine, state: RunState, status: str,
         "engine_seconds": round(stats.seconds, 2),
         "wall_seconds": round(wall_seconds, 2),
     }
-
-
-def progress_line(state: RunState, config: RunConfig, engine, elapsed: float) -> str:
-    stats = engine.stats
-    rate = stats.completion_tokens / stats.seconds if stats.seconds else 0.0
-    rejects = ", ".join(f"{k} {v}" for k, v in state.reject_reasons.most_common(4))
-    eta = ""
-    if state.accepted:
-        remaining = (config.num_instructions - state.accepted) * elapsed / state.accepted
-        eta = f", ETA {_clock(max(remaining, 0))}"
-    return (f"round {state.round}: {state.accepted}/{config.num_instructions} accepted, "
-            f"{sum(state.reject_reasons.values())} rejected ({rejects or 'none'}), "
-            f"{rate:.0f} tok/s, elapsed {_clock(elapsed)}{eta}")
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

