@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
+
+from selfinstruct_local.runstore import MANIFEST
 
 METHODS = ("self-instruct", "alpaca")
 
 # Changing any of these mid-run would mix two different datasets in one directory.
 RESUME_KEYS = ("model", "method", "lang", "seeds", "seeds_sha256", "corpus", "passage_chars")
+# Settings whose default is worked out during a run (passage_chars from the model's tokenizer):
+# a command that leaves them unset continues a run with the value the run worked out.
+DERIVED_KEYS = ("passage_chars",)
 
 
 @dataclass
@@ -42,5 +48,36 @@ class RunConfig:
         return [f.name for f in fields(cls)]
 
 
+RUNS_DIR = Path("runs")
+
+
 def default_output_dir() -> Path:
-    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    return RUNS_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def inherit_derived(config: RunConfig, previous: dict) -> None:
+    """Fill the settings left unset from the run being continued (see DERIVED_KEYS)."""
+    old = previous.get("config", {})
+    for key in DERIVED_KEYS:
+        if getattr(config, key) is None and old.get(key) is not None:
+            setattr(config, key, old[key])
+
+
+def latest_run_like(config: RunConfig, runs_dir: Path = RUNS_DIR) -> Path | None:
+    """The newest run under `runs_dir` started with the same settings (RESUME_KEYS and the
+    seed): where `sigen run` without --output continues. Running the same command again after a
+    crash resumes instead of starting over, and after the run finished it says so: the same
+    seed would only generate the same data again."""
+    if not runs_dir.is_dir():
+        return None
+    wanted = config.to_json()
+    keys = [*RESUME_KEYS, "seed"]
+    for run in sorted((p for p in runs_dir.iterdir() if p.is_dir()), reverse=True):
+        try:
+            old = json.loads((run / MANIFEST).read_text(encoding="utf-8")).get("config") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if all(old.get(k) == wanted.get(k) for k in keys
+               if not (k in DERIVED_KEYS and wanted.get(k) is None)):
+            return run
+    return None

@@ -14,7 +14,13 @@ import time
 from pathlib import Path
 
 from selfinstruct_local import __version__
-from selfinstruct_local.config import RESUME_KEYS, RunConfig, default_output_dir
+from selfinstruct_local.config import (
+    RESUME_KEYS,
+    RunConfig,
+    default_output_dir,
+    inherit_derived,
+    latest_run_like,
+)
 from selfinstruct_local.corpus import PassageSampler, load_corpus, passage_chars_for
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines.base import check_engine_available, check_gpus, load_engine
@@ -55,10 +61,15 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False) -> P
     config.seeds = Path(config.seeds) if config.seeds else default_seed_path(config.lang)
     seed_tasks = load_seed_tasks(config.seeds)
     config.seeds_sha256 = hashlib.sha256(config.seeds.read_bytes()).hexdigest()
+    if config.output is None and (same := latest_run_like(config)):
+        log(f"{same} holds a run with the same settings: continuing it (for a new run, pass "
+            "--output DIR or another --seed).")
+        config.output = same
     config.output = Path(config.output) if config.output else default_output_dir()
     store = RunStore(config.output)
     previous = store.read_json(MANIFEST)
     if previous:
+        inherit_derived(config, previous)
         _check_resume(previous, config, force, store.root)
         if previous.get("status") == "finished" and previous.get("counts", {}).get(
             "accepted", 0

@@ -22,10 +22,11 @@ def smollm2():
     return spec
 
 
-def sigen(*args: str, env: dict | None = None, timeout: int = 1200) -> subprocess.CompletedProcess:
+def sigen(*args: str, env: dict | None = None, timeout: int = 1200,
+          cwd: Path = REPO) -> subprocess.CompletedProcess:
     """Run the real `sigen` command line in a subprocess (vLLM spawns its own processes)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "selfinstruct_local", *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO,
+        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd,
     )

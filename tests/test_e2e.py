@@ -85,6 +85,20 @@ def test_self_instruct_run(tmp_path, smollm2):
     again = sigen("run", "-n", "5", "-o", str(out))
     assert again.returncode == 0 and "already finished" in again.stderr
 
+    # The same command without --output, elsewhere: a new run under ./runs/, and the same seed
+    # gives the same data (vLLM's CPU build, same machine).
+    same = ("run", "-n", "5", "--batch-size", "8", "--seed", "3")
+    fresh = sigen(*same, cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    [made] = (tmp_path / "runs").iterdir()
+    for name in ("machine_instructions.jsonl", "instances.jsonl", "rejected.jsonl"):
+        assert (made / name).read_bytes() == (out / name).read_bytes(), name
+    # Running it once more finds that run (resuming it after a crash; here it is finished).
+    repeat = sigen(*same, cwd=tmp_path)
+    assert repeat.returncode == 0 and "already finished" in repeat.stderr
+    assert f"{Path('runs') / made.name} holds a run with the same settings" in repeat.stderr
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+
 
 def test_alpaca_run(tmp_path, smollm2):
     out = tmp_path / "alpaca"
