@@ -30,14 +30,46 @@ def start(args):
                             start_new_session=True)
 
 
-def kill_when(process, condition, timeout=900):
+def descendants(pid):
+    """Ids of every live process under `pid` (vLLM's engine core and its workers)."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(name)] = int(fields[1])
+    found, grown = set(), True
+    while grown:
+        new = {p for p, parent in parents.items() if parent in found | {pid}} - found
+        grown = bool(new)
+        found |= new
+    return found
+
+
+def kill_when(process, condition, timeout=900, whole_group=True):
+    """SIGKILL the run when `condition()` holds: its whole process group, as the end of a job
+    does, or (`whole_group=False`) only sigen itself, as `kill -9 PID` does; then vLLM's
+    processes must end as well (the watchdog in engines/reaper.py)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"the run ended (status {process.returncode}) before the kill point")
         if condition():
-            os.killpg(process.pid, signal.SIGKILL)
+            engine = descendants(process.pid)
+            if whole_group:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                assert engine, "vLLM runs its engine in processes of its own"
+                os.kill(process.pid, signal.SIGKILL)
             process.wait()
+            end = time.monotonic() + 20
+            while engine & descendants(1) and time.monotonic() < end:
+                time.sleep(0.2)  # they are re-parented, not gone, if nothing ends them
+            assert not engine & descendants(1), "engine processes outlived sigen"
             return
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
@@ -55,8 +87,8 @@ def test_killed_twice_then_resumed(tmp_path, smollm2):
     assert rows(out / "pending.jsonl")
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"
 
-    # 2: after at least one more instruction is final.
-    kill_when(start(args), lambda: len(rows(finals)) > len(first))
+    # 2: after at least one more instruction is final; only sigen itself, as `kill -9 PID`.
+    kill_when(start(args), lambda: len(rows(finals)) > len(first), whole_group=False)
     second = rows(finals)
 
     # A write cut short by the kill leaves a torn line; simulate one in a file it appends to.

@@ -19,6 +19,7 @@ from selfinstruct_local.engines.base import (
     cpu_dtype,
     render_prompt,
 )
+from selfinstruct_local.engines.reaper import guard
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ModelSpec
 
@@ -60,6 +61,8 @@ class VLLMEngine:
         self.llm = vllm.LLM(**kwargs)
         # The engine's own processes (engine core), to end them when shutting down is cut short.
         self._processes = [p for p in multiprocessing.active_children() if p not in before]
+        # If sigen itself is killed, a watchdog ends them (see reaper.py).
+        self._reaper = guard([p.pid for p in self._processes if p.pid])
         self.stats.load_seconds = time.perf_counter() - start
         self.stats.extra["vllm_version"] = vllm.__version__
         self.tokenizer = self.llm.get_tokenizer()
@@ -112,3 +115,6 @@ class VLLMEngine:
             if process.is_alive():
                 process.kill()
                 process.join(timeout=5)
+        reaper, self._reaper = getattr(self, "_reaper", None), None
+        if reaper is not None:
+            os.close(reaper)  # the watchdog wakes up, finds nothing left, and exits
