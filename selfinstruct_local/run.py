@@ -118,11 +118,9 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False) -> P
     generator = Generator(config, engine, prompts, seed_tasks, store, state, index,
                           batch_size=batch_size, sampling=sampling, progress=reporter,
                           sampler=sampler)
-    prior_wall = float((previous or {}).get("wall_seconds", 0.0))
-
     def manifest(status: str) -> dict:
         return build_manifest(config, spec, weights, engine, state, status,
-                              prior_wall + time.perf_counter() - started, len(seed_tasks))
+                              time.perf_counter() - started, len(seed_tasks), previous or {})
 
     def finish(status: str) -> None:
         """The last manifest, with the summary `sigen stats` prints (computed from the files
@@ -202,8 +200,11 @@ def write_alpaca_data(store: RunStore) -> None:
 
 
 def build_manifest(config, spec, weights, engine, state: RunState, status: str,
-                   wall_seconds: float, num_seeds: int) -> dict:
+                   wall_seconds: float, num_seeds: int, prior: dict) -> dict:
+    """The manifest; tokens and times add this process's to those of the processes before it
+    (`prior`, the manifest found on resume), as far as their last manifest recorded them."""
     stats = engine.stats
+    before = prior.get("tokens") or {}
     return {
         "status": status,
         "tool": {"name": "selfinstruct-local", "version": __version__},
@@ -226,7 +227,8 @@ def build_manifest(config, spec, weights, engine, state: RunState, status: str,
         },
         "rejected_by_reason": dict(state.reject_reasons.most_common()),
         "instances_dropped_by_reason": dict(state.instance_rejects.most_common()),
-        "tokens": {"generated": stats.completion_tokens, "prompt": stats.prompt_tokens},
-        "engine_seconds": round(stats.seconds, 2),
-        "wall_seconds": round(wall_seconds, 2),
+        "tokens": {"generated": before.get("generated", 0) + stats.completion_tokens,
+                   "prompt": before.get("prompt", 0) + stats.prompt_tokens},
+        "engine_seconds": round(prior.get("engine_seconds", 0.0) + stats.seconds, 2),
+        "wall_seconds": round(prior.get("wall_seconds", 0.0) + wall_seconds, 2),
     }

@@ -115,6 +115,9 @@ def test_killed_twice_then_resumed(tmp_path, smollm2):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "finished"
     assert manifest["counts"]["accepted"] == 8
+    # Totals add up over the three processes, as far as their manifests recorded them.
+    assert manifest["tokens"]["generated"] == sum(
+        v for k, v in manifest["counts"].items() if k.endswith("_tokens"))
     assert manifest["counts"]["instances"] == len(instances)
     assert len(json.loads((out / "data.json").read_text())) == len(instances)
 
