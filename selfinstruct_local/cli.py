@@ -59,13 +59,16 @@ def run(
         "--num-instructions", "-n", min=1,
         help="Stop when this many new instructions (each with instances) are accepted.")] = 20,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Run directory. Default: runs/<timestamp>. Running again with "
-        "the same directory resumes it.", file_okay=False)] = None,
+        "--output", "-o", help="Run directory; running again with the same directory "
+        "resumes it. Default: the newest run under ./runs started with the same settings "
+        "(model, method, language, seeds, corpus, seed), so the same command resumes after a "
+        "crash; else a new runs/<timestamp>.", file_okay=False)] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Resume the run in this directory with its saved configuration.",
         file_okay=False, exists=True)] = None,
     force: Annotated[bool, typer.Option(
-        help="Resume even if the model, method, language or seeds differ from the run's.")
+        help="Resume even if the model, method, language, seeds or corpus differ from the "
+        "run's.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Random seed: sampling of prompts and of the model. "
                                            "The same seed and settings give the same run.")] = 42,
