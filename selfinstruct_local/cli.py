@@ -70,8 +70,9 @@ def run(
         help="Resume even if the model, method, language, seeds or corpus differ from the "
         "run's.")
     ] = False,
-    seed: Annotated[int, typer.Option(help="Random seed: sampling of prompts and of the model. "
-                                           "The same seed and settings give the same run.")] = 42,
+    seed: Annotated[int, typer.Option(help="Random seed: sampling of prompts, passages and the "
+        "model. The same seed and settings give a closely similar run (vLLM's batching can "
+        "change a token here and there).")] = 42,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Prompts per round, sent to the engine in one call. "
         "Default: 16 on CPU, 256 on GPUs.")] = None,

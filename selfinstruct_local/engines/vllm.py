@@ -52,8 +52,8 @@ class VLLMEngine:
         else:
             kwargs["enforce_eager"] = True  # compiling graphs on CPU costs minutes for no gain
         # vLLM's CPU build fails ("CPU Generator does not use offset") when a seeded request's
-        # prefill is split over steps, as long prompts are; on CPU the engine-wide seed alone
-        # keeps a run reproducible (same command, same machine, same output).
+        # prefill is split over steps, as long prompts are; on CPU only the engine is seeded.
+        # Either way runs are alike, not byte-identical: batches form by timing (see README).
         self.per_request_seeds = gpus > 0
         self.stats.extra["per_request_seeds"] = self.per_request_seeds
         start = time.perf_counter()
