@@ -53,13 +53,18 @@ SUBSTRING_LANGS = frozenset({"zh"})
 BLACKLISTS_FOR = {"en": ("en",), "zh": ("zh", "en")}
 
 
+def _token_counts(instruction: str) -> tuple[int, int]:
+    """How many tokens the instruction has, and how many of them are CJK characters."""
+    tokens = tokenize(instruction)
+    return len(tokens), sum(1 for t in tokens if is_cjk_char(t))
+
+
 def _length(instruction: str) -> tuple[int, int, int]:
     """Token count and the (min, max) bounds that apply: CJK bounds when most tokens are CJK."""
-    tokens = tokenize(instruction)
-    cjk = sum(1 for t in tokens if is_cjk_char(t))
-    if tokens and 2 * cjk >= len(tokens):
-        return len(tokens), MIN_CJK_CHARS, MAX_CJK_CHARS
-    return len(tokens), MIN_WORDS, MAX_WORDS
+    n, cjk = _token_counts(instruction)
+    if n and 2 * cjk >= n:
+        return n, MIN_CJK_CHARS, MAX_CJK_CHARS
+    return n, MIN_WORDS, MAX_WORDS
 
 
 def too_short(instruction: str, lang: str = "en") -> str | None:
@@ -135,9 +140,8 @@ def wrong_language(instruction: str, lang: str = "en") -> str | None:
     floor = MIN_CJK_SHARE.get(lang)
     if floor is None:
         return None
-    tokens = tokenize(instruction)
-    cjk = sum(1 for t in tokens if is_cjk_char(t))
-    return "wrong_language" if tokens and cjk < floor * len(tokens) else None
+    n, cjk = _token_counts(instruction)
+    return "wrong_language" if n and cjk < floor * n else None
 
 
 INSTRUCTION_FILTERS: tuple[Callable[[str, str], str | None], ...] = (
