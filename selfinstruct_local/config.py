@@ -63,6 +63,16 @@ def inherit_derived(config: RunConfig, previous: dict) -> None:
             setattr(config, key, old[key])
 
 
+def config_differences(old: dict, config: RunConfig, keys: tuple[str, ...] = RESUME_KEYS
+                       ) -> list[str]:
+    """The keys whose value in a run's saved configuration `old` differs from `config`'s.
+    A key the run did not save is not compared, nor a derived key left unset (DERIVED_KEYS)."""
+    new = config.to_json()
+    return [key for key in keys
+            if key in old and old[key] != new.get(key)
+            and not (key in DERIVED_KEYS and new.get(key) is None)]
+
+
 def latest_run_like(config: RunConfig, runs_dir: Path = RUNS_DIR) -> Path | None:
     """The newest run under `runs_dir` started with the same settings (RESUME_KEYS and the
     seed): where `sigen run` without --output continues. Running the same command again after a
@@ -70,14 +80,11 @@ def latest_run_like(config: RunConfig, runs_dir: Path = RUNS_DIR) -> Path | None
     seed would only generate the same data again."""
     if not runs_dir.is_dir():
         return None
-    wanted = config.to_json()
-    keys = [*RESUME_KEYS, "seed"]
     for run in sorted((p for p in runs_dir.iterdir() if p.is_dir()), reverse=True):
         try:
             old = json.loads((run / MANIFEST).read_text(encoding="utf-8")).get("config") or {}
         except (OSError, ValueError, AttributeError):
             continue
-        if all(old.get(k) == wanted.get(k) for k in keys
-               if not (k in DERIVED_KEYS and wanted.get(k) is None)):
+        if not config_differences(old, config, (*RESUME_KEYS, "seed")):
             return run
     return None

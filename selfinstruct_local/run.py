@@ -15,8 +15,8 @@ from pathlib import Path
 
 from selfinstruct_local import __version__
 from selfinstruct_local.config import (
-    RESUME_KEYS,
     RunConfig,
+    config_differences,
     default_output_dir,
     inherit_derived,
     latest_run_like,
@@ -178,13 +178,9 @@ def run_stages(config: RunConfig) -> tuple[str, ...]:
 
 
 def _check_resume(previous: dict, config: RunConfig, force: bool, root: Path) -> None:
-    old = previous.get("config", {})
-    new = config.to_json()
-    differences = [
-        f"{key}: {old.get(key)!r} in the run, {new.get(key)!r} now"
-        for key in RESUME_KEYS
-        if key in old and old.get(key) != new.get(key)
-    ]
+    old, new = previous.get("config", {}), config.to_json()
+    differences = [f"{key}: {old[key]!r} in the run, {new.get(key)!r} now"
+                   for key in config_differences(old, config)]
     if differences and not force:
         raise SigenError(
             f"{root} holds a run with a different configuration ({'; '.join(differences)}). "
