@@ -9,7 +9,7 @@ import time
 import pytest
 
 from selfinstruct_local.engines import reaper
-from selfinstruct_local.engines.reaper import guard, start_time
+from selfinstruct_local.engines.reaper import guard, proc_stat, start_time
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -31,11 +31,8 @@ time.sleep(600)
 
 
 def gone(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has ended
-    except OSError:
-        return True
+    info = proc_stat(pid)
+    return info is None or info[0] == "Z"  # a zombie has ended
 
 
 def wait_until_gone(pids, timeout=15.0):
@@ -81,7 +78,7 @@ def test_a_recycled_process_id_is_spared():
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         wrong = int(start_time(sleeper.pid)) + 1  # the id now names another process
-        watchdog = subprocess.Popen([sys.executable, "-c", reaper._WATCHDOG,
+        watchdog = subprocess.Popen([sys.executable, "-m", reaper.__name__,
                                      f"{sleeper.pid}:{wrong}"], stdin=subprocess.PIPE)
         watchdog.stdin.close()
         assert watchdog.wait(timeout=15) == 0

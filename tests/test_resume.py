@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from selfinstruct_local.engines.reaper import proc_stat
 from tests.conftest import REPO, sigen
 
 pytestmark = pytest.mark.engine
@@ -34,14 +35,9 @@ def descendants(pid):
     """Ids of every live process under `pid` (vLLM's engine core and its workers)."""
     parents = {}
     for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                parents[int(name)] = int(fields[1])
+        info = proc_stat(int(name)) if name.isdigit() else None
+        if info and info[0] != "Z":
+            parents[int(name)] = info[1]
     found, grown = set(), True
     while grown:
         new = {p for p, parent in parents.items() if parent in found | {pid}} - found

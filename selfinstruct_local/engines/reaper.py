@@ -8,57 +8,32 @@ watchdog process does it: it holds the read end of a pipe whose write end only `
 When `sigen` exits, however it exits, the pipe closes; the watchdog then kills the engine
 processes it was given and all their descendants, but only those whose start time still matches
 (a recycled process id is left alone). Linux only (it reads /proc); elsewhere nothing is done.
+
+The watchdog is this module run as `python -m selfinstruct_local.engines.reaper PID:START ...`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 
-# Runs as `python -c`: small, standard library only, silent.
-_WATCHDOG = r"""
-import os, signal, sys
 
-def stat(pid):
+def proc_stat(pid: int) -> tuple[str, int, str] | None:
+    """(state, parent id, start time in clock ticks since boot) from /proc; None if gone."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1]), fields[19]
+    except (OSError, IndexError, ValueError):
         return None
-    return fields[0], int(fields[1]), fields[19]  # state, parent id, start time
-
-sys.stdin.buffer.read()  # returns once sigen, the only writer, is gone
-victims = set()
-for arg in sys.argv[1:]:
-    pid, started = arg.split(":")
-    info = stat(int(pid))
-    if info and info[2] == started and info[0] != "Z":
-        victims.add(int(pid))
-grown = True
-while grown:  # add the descendants (vLLM's workers are children of its engine core)
-    grown = False
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) not in victims:
-            info = stat(int(name))
-            if info and info[1] in victims:
-                victims.add(int(name))
-                grown = True
-for pid in victims:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
 
 
 def start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot, from /proc; None if unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    info = proc_stat(pid)
+    return info[2] if info else None
 
 
 def guard(pids: list[int]) -> int | None:
@@ -70,7 +45,7 @@ def guard(pids: list[int]) -> int | None:
     read_end, write_end = os.pipe()  # not inherited by later children (PEP 446)
     try:
         subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, *marks], stdin=read_end,
+            [sys.executable, "-m", __name__, *marks], stdin=read_end,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             # Its own session: a terminal's Ctrl-C must not kill it before it has done its job.
             start_new_session=True,
@@ -81,3 +56,31 @@ def guard(pids: list[int]) -> int | None:
     finally:
         os.close(read_end)
     return write_end
+
+
+def watch(marks: list[str]) -> None:
+    """The watchdog: wait until sigen is gone, then kill the guarded processes (those whose
+    start time matches their mark) and their descendants."""
+    sys.stdin.buffer.read()  # returns once sigen, the only writer, is gone
+    victims = set()
+    for mark in marks:
+        pid, started = mark.split(":")
+        info = proc_stat(int(pid))
+        if info and info[2] == started and info[0] != "Z":
+            victims.add(int(pid))
+    grown = True
+    while grown:  # add the descendants (vLLM's workers are children of its engine core)
+        grown = False
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) not in victims:
+                info = proc_stat(int(name))
+                if info and info[1] in victims:
+                    victims.add(int(name))
+                    grown = True
+    for pid in victims:
+        with contextlib.suppress(OSError):  # already gone
+            os.kill(pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    watch(sys.argv[1:])
