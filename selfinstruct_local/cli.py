@@ -42,10 +42,33 @@ def run(
         "Default: the registry's default (smollm2-135m, the embedded model).")] = None,
     models_file: ModelsFile = None,
     engine: Annotated[str, typer.Option(
-        help="Inference engine: vllm (GPU build or CPU build) or transformers (fallback).")
+        help="Inference engine: vllm (in this process, GPU or CPU build; several replicas "
+        "through a vllm serve that sigen starts), transformers (slow fallback), or openai (a "
+        "client of running OpenAI-compatible servers: vllm serve, SGLang, llama.cpp, TGI).")
     ] = "vllm",
     gpus: Annotated[int | None, typer.Option(
-        help="GPUs for tensor parallelism. Default: 1 if a GPU is visible, else 0 (CPU).")] = None,
+        help="GPUs to use on this machine (vllm, transformers). With vllm they split into "
+        "GPUS / --tensor-parallel data-parallel replicas. Default: 1 if a GPU is visible, "
+        "else 0 (CPU).")] = None,
+    tensor_parallel: Annotated[int | None, typer.Option(
+        "--tensor-parallel", min=1, help="GPUs per replica (vllm). Default: the model's "
+        "tensor_parallel in models.yaml, else 1: a model that fits one GPU runs as one "
+        "replica per GPU, which is faster than one model split across them.")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", help="--engine openai: the server's API root, e.g. "
+        "http://gpu01:8000/v1, or several separated by commas (replicas: each request goes to "
+        "the one with the fewest in flight).")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar="OPENAI_API_KEY", show_default=False,
+        help="--engine openai: API key the server expects (vllm serve --api-key). Default: "
+        "$OPENAI_API_KEY. Never written to the run directory or the logs.")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="--engine openai: requests in flight per server (vLLM runs up to "
+        "max_num_seqs at once; the rest wait in its queue). Default: 512.")] = None,
+    server_timeout: Annotated[float | None, typer.Option(
+        "--server-timeout", min=1.0, help="--engine openai: seconds with no server answering "
+        "(refused, timed out, HTTP 429/5xx, retried meanwhile) after which the run stops as "
+        "after a Ctrl-C, to be resumed by the same command. Default: 600.")] = None,
     method: Annotated[str, typer.Option(
         help="self-instruct: bootstrap, classify, then instances, in rounds (Wang et al.). "
         "alpaca: one prompt asks for 20 complete tasks at a time (Taori et al.).")
@@ -74,8 +97,9 @@ def run(
         "model. The same seed and settings give a closely similar run (vLLM's batching can "
         "change a token here and there).")] = 42,
     batch_size: Annotated[int | None, typer.Option(
-        min=1, help="Prompts per round, sent to the engine in one call. "
-        "Default: 16 on CPU, 256 on GPUs.")] = None,
+        min=1, help="Prompts per round, sent to the engine in one call. Default: 16 on CPU, "
+        "256 per replica on GPUs; with --engine openai, enough to fill every server's "
+        "--concurrency, but no more than --num-instructions (at least 16).")] = None,
     max_rounds: Annotated[int | None, typer.Option(
         min=1, help="Stop after this many rounds even if --num-instructions is not reached.")
     ] = None,
@@ -113,16 +137,20 @@ def run(
     if resume is not None:
         config = _config_from_run(resume)
         config.num_instructions = max(config.num_instructions, num_instructions)
+        # Where the servers are can change between two tries (a job on other nodes).
+        config.base_url = base_url or config.base_url
     else:
         config = RunConfig(
-            model=model, models_file=models_file, engine=engine, gpus=gpus, method=method,
+            model=model, models_file=models_file, engine=engine, gpus=gpus,
+            tensor_parallel=tensor_parallel, base_url=base_url, concurrency=concurrency,
+            server_timeout=server_timeout, method=method,
             lang=lang, seeds=seeds, num_instructions=num_instructions, output=output, seed=seed,
             batch_size=batch_size, max_rounds=max_rounds, temperature=temperature, top_p=top_p,
             max_new_tokens=max_new_tokens, corpus=corpus, passage_chars=passage_chars,
         )
     reporter = make_reporter(quiet)
     try:
-        execute_run(config, reporter, force=force)
+        execute_run(config, reporter, force=force, api_key=api_key)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:

@@ -24,6 +24,10 @@ class RunConfig:
     models_file: Path | None = None
     engine: str = "vllm"
     gpus: int | None = None  # None: 1 if a GPU is visible, else 0 (CPU)
+    tensor_parallel: int | None = None  # GPUs per replica; None: the model's, else 1
+    base_url: str | None = None  # the openai engine's server(s), comma-separated
+    concurrency: int | None = None  # requests in flight per server; None: DEFAULT_CONCURRENCY
+    server_timeout: float | None = None  # seconds; None: DEFAULT_SERVER_TIMEOUT
     method: str = "self-instruct"
     lang: str = "en"
     seeds: Path | None = None  # None: the built-in seed set for `lang`
@@ -31,7 +35,7 @@ class RunConfig:
     num_instructions: int = 100
     output: Path | None = None
     seed: int = 42
-    batch_size: int | None = None  # prompts per round; None: 16 on CPU, 256 on GPUs
+    batch_size: int | None = None  # prompts per round; None: see run.default_batch_size
     max_rounds: int | None = None  # None: keep going until num_instructions (with a stall guard)
     temperature: float | None = None  # None: the model's default from models.yaml
     top_p: float | None = None

@@ -109,13 +109,16 @@ def corpus_files(path: str | Path) -> tuple[list[Path], list[str]]:
     raise SigenError(f"corpus {root} does not exist; pass a .txt file or a folder of them")
 
 
-def passage_chars_for(path: str | Path, tokenizer_dir: str | Path, token_budget: int) -> int:
+def passage_chars_for(path: str | Path, tokenizer_dir: str | Path | None, token_budget: int
+                      ) -> int:
     """The longest passage, in characters, that stays within `token_budget` tokens of the
     model's tokenizer, measured on the corpus's own opening text; at most the script's default
     (600 CJK, 1,500 otherwise), at least 100.
 
     Tokenizers differ most on Chinese: SmolLM2's spends about 1.8 tokens per character, Qwen's
     about 0.7, so a fixed character count would overflow one model's context or starve another.
+    Without a tokenizer on this machine (a model known only to a server), a cautious estimate:
+    2 tokens per CJK character, 1 per 3 other characters.
     """
     from transformers import AutoTokenizer  # heavy; only runs with --corpus
 
@@ -124,8 +127,11 @@ def passage_chars_for(path: str | Path, tokenizer_dir: str | Path, token_budget:
     cap = CJK_MAX_CHARS if is_cjk_heavy(text) else LATIN_MAX_CHARS
     if not sample:
         return cap
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    per_char = len(tokenizer(sample, add_special_tokens=False)["input_ids"]) / len(sample)
+    if tokenizer_dir is None:
+        per_char = 2.0 if is_cjk_heavy(text) else 1 / 3
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        per_char = len(tokenizer(sample, add_special_tokens=False)["input_ids"]) / len(sample)
     return max(100, min(cap, int(token_budget / max(per_char, 1e-3))))
 
 

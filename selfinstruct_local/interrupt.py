@@ -21,6 +21,11 @@ class RunInterrupted(Exception):
     """Raised at a safe point after the user asked the run to stop (Ctrl-C)."""
 
 
+class ServerUnavailable(RunInterrupted):
+    """No inference server answered for --server-timeout: the run stops as after a Ctrl-C
+    (everything decided is on disk) and the same command resumes it once a server is back."""
+
+
 class StopRequest:
     """Installs the SIGINT handler while entered; outside `with`, it only never requests."""
 

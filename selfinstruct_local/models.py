@@ -51,6 +51,7 @@ class ModelSpec:
     gguf: str | None = None
     description: str = ""
     languages: tuple[str, ...] = ("en",)
+    tensor_parallel: int | None = None  # GPUs per replica; None: 1 (a replica per GPU)
 
     @property
     def is_packaged(self) -> bool:
@@ -66,14 +67,19 @@ class Registry:
     default: str
     models: dict[str, ModelSpec]
 
-    def resolve(self, name_or_path: str | None) -> ModelSpec:
-        """A registry name, or a path to a checkpoint directory, as a ModelSpec."""
+    def resolve(self, name_or_path: str | None, served: bool = False) -> ModelSpec:
+        """A registry name, or a path to a checkpoint directory, as a ModelSpec. With `served`
+        (a model on a server), any other name is the server's model name, prompted as a chat
+        model through the server's template."""
         name = name_or_path or self.default
         if name in self.models:
             return self.models[name]
         candidate = Path(name).expanduser()
         if candidate.is_dir():
             return spec_from_checkpoint_dir(candidate)
+        if served:
+            return ModelSpec(name=name, path=model_dir() / Path(name).name, prompt_format="chat",
+                             description="a model known only to the server")
         known = ", ".join(sorted(self.models))
         raise SigenError(
             f"unknown model {name!r}. Known models in {self.source}: {known}. "
@@ -119,6 +125,7 @@ def _spec_from_entry(source: Path, name: str, entry: Any) -> ModelSpec:
         gguf=entry.get("gguf"),
         description=" ".join(str(entry.get("description", "")).split()),
         languages=tuple(entry.get("languages") or ("en",)),
+        tensor_parallel=int(entry["tensor_parallel"]) if entry.get("tensor_parallel") else None,
     )
 
 

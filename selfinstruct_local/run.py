@@ -11,6 +11,7 @@ import importlib.metadata
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from selfinstruct_local import __version__
@@ -23,9 +24,16 @@ from selfinstruct_local.config import (
 )
 from selfinstruct_local.corpus import PassageSampler, load_corpus, passage_chars_for
 from selfinstruct_local.dedup import NearDupIndex
-from selfinstruct_local.engines.base import check_engine_available, check_gpus, load_engine
+from selfinstruct_local.engines import EngineEntry, engine_entry
+from selfinstruct_local.engines.base import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_SERVER_TIMEOUT,
+    EngineOptions,
+)
+from selfinstruct_local.engines.gpus import check_gpus, plan_parallelism
+from selfinstruct_local.engines.openai import parse_base_urls, public_url
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.interrupt import StopRequest
+from selfinstruct_local.interrupt import ServerUnavailable, StopRequest
 from selfinstruct_local.models import ensure_weights, load_registry
 from selfinstruct_local.pipeline.runner import Generator
 from selfinstruct_local.pipeline.state import RunState, load_state
@@ -49,13 +57,17 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def execute_run(config: RunConfig, reporter: Reporter, force: bool = False) -> Path:
+def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
+                api_key: str | None = None) -> Path:
     """Run (or resume) generation; returns the run directory. Raises KeyboardInterrupt after
-    a Ctrl-C, once the manifest says "interrupted"."""
+    a Ctrl-C, once the manifest says "interrupted"; a SigenError naming the resume command
+    when no server answered for --server-timeout (the manifest says "interrupted" too).
+    `api_key` (the openai engine's) is kept out of the config: it is never saved."""
     started = time.perf_counter()
     log = reporter.log
+    entry = engine_entry(config.engine)
     registry = load_registry(config.models_file)
-    spec = registry.resolve(config.model)
+    spec = registry.resolve(config.model, served=not entry.local_weights)
     config.model = spec.name if config.model in (None, spec.name) else config.model
     prompts = load_prompts(config.lang)
     config.seeds = Path(config.seeds) if config.seeds else default_seed_path(config.lang)
@@ -77,11 +89,10 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False) -> P
             log(f"{store.root} is already finished "
                 f"({previous['counts']['accepted']} instructions); nothing to do.")
             return store.root
-    check_engine_available(config.engine)
-    gpus = check_gpus(config.gpus)
-    config.gpus = gpus
-    batch_size = config.batch_size or (256 if gpus else 16)
-    weights = ensure_weights(spec, log=log)
+    options = engine_options(config, entry, spec, reporter, api_key)
+    entry.check(options)
+    batch_size = config.batch_size or default_batch_size(config, options)
+    weights = local_weights(spec, entry, log)
     passages = None
     if config.corpus is not None:
         if config.method != "self-instruct":
@@ -103,9 +114,9 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False) -> P
         log(f"Resuming {store.root}: {state.accepted} instructions done, "
             f"{len(state.in_flight)} in flight, round {state.round}.")
 
-    log(f"Loading {spec.name} ({weights}) with the {config.engine} engine on "
-        f"{f'{gpus} GPU(s)' if gpus else 'CPU'} ...")
-    engine = load_engine(config.engine, spec, gpus=gpus, seed=config.seed)
+    log(f"Loading {spec.name} with the {config.engine} engine {where_it_runs(options, entry)}"
+        " ...")
+    engine = entry.load(spec, replace(options, server_log=store.root / "server.log"))
     sampling = dict(spec.sampling)
     if config.temperature is not None:
         sampling["temperature"] = config.temperature
@@ -137,12 +148,15 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False) -> P
     store.write_json(MANIFEST, manifest("running"))
     reporter.attach(store.root, state, config.num_instructions, run_stages(config))
     stop = StopRequest(reporter.notice)
-    status, closed = None, False
+    status, closed, outage = None, False, None
     try:
         with stop:  # from here on a second Ctrl-C raises KeyboardInterrupt, cleanup included
             try:
                 generator.run(on_round=lambda: store.write_json(MANIFEST, manifest("running")),
                               stop=stop)
+            except ServerUnavailable as exc:
+                outage = str(exc)  # stops like a Ctrl-C: everything decided is on disk
+                stop.requested = True
             except Exception:
                 # A terminal's Ctrl-C reaches vLLM's processes too, which then fail in ways of
                 # their own: after a Ctrl-C, that is the stop, not a bug.
@@ -158,14 +172,74 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False) -> P
     finally:
         if not closed:  # an error, or a second Ctrl-C, which should not wait for the engine
             engine.close(wait=not stop.requested)
-        if stop.requested and status in (None, "interrupted"):
+        if stop.requested and status in (None, "interrupted") and outage is None:
             reporter.notice(f"Interrupted: {state.accepted} instructions kept, nothing decided "
                             f"is lost. Resume with: sigen run --resume {store.root}")
+    if outage is not None:
+        raise SigenError(f"stopped: {outage}. {state.accepted} instructions kept, nothing "
+                         f"decided is lost. Once a server answers, resume with: "
+                         f"sigen run --resume {store.root}")
     if status == "interrupted":
         raise KeyboardInterrupt
     log(f"{'Done' if done else 'Stopped'}: {state.accepted} instructions, "
         f"{state.instances_kept} instances in {store.root}")
     return store.root
+
+
+def engine_options(config: RunConfig, entry: EngineEntry, spec, reporter: Reporter,
+                   api_key: str | None) -> EngineOptions:
+    """The engine's settings from the command line, checked before anything slow happens."""
+    if entry.local_gpus:
+        if config.base_url:
+            raise SigenError("--base-url is for --engine openai; the "
+                             f"{entry.name} engine runs the model on this machine")
+        gpus = config.gpus = check_gpus(config.gpus)
+        if entry.replicas:
+            tensor_parallel, _ = plan_parallelism(gpus, config.tensor_parallel,
+                                                  spec.tensor_parallel)
+        else:  # one copy of the model spread over every GPU
+            tensor_parallel = max(1, gpus)
+        urls: tuple[str, ...] = ()
+    else:
+        if config.gpus or config.tensor_parallel:
+            raise SigenError(f"--gpus and --tensor-parallel are for engines that run the model "
+                             f"here; with --engine {entry.name} the server decides its GPUs")
+        gpus, tensor_parallel = 0, 1
+        urls = parse_base_urls(config.base_url)
+    return EngineOptions(
+        seed=config.seed, gpus=gpus, tensor_parallel=tensor_parallel, base_urls=urls,
+        api_key=api_key, concurrency=config.concurrency or DEFAULT_CONCURRENCY,
+        server_timeout=config.server_timeout or DEFAULT_SERVER_TIMEOUT, log=reporter.notice)
+
+
+def default_batch_size(config: RunConfig, options: EngineOptions) -> int:
+    """Prompts per round. On a server: enough to keep every server's slots full, but not more
+    than a small target needs (one Self-Instruct prompt yields several candidates)."""
+    if options.base_urls:
+        capacity = options.concurrency * len(options.base_urls)
+        return min(capacity, max(16, config.num_instructions))
+    return 256 * options.replicas if options.gpus else 16
+
+
+def local_weights(spec, entry: EngineEntry, log) -> Path | None:
+    """The checkpoint on this machine: required by local engines; for a server, used when
+    present (its tokenizer renders prompts and measures passages), and prepared when it comes
+    from an installed package."""
+    if entry.local_weights:
+        return ensure_weights(spec, log=log)
+    try:
+        return ensure_weights(spec, log=log)
+    except SigenError:
+        return None
+
+
+def where_it_runs(options: EngineOptions, entry: EngineEntry) -> str:
+    if options.base_urls:
+        return f"on {', '.join(public_url(u) for u in options.base_urls)}"
+    if not options.gpus:
+        return "on the CPU"
+    return (f"on {options.gpus} GPU(s): {options.replicas} replica(s) of "
+            f"{options.tensor_parallel} GPU(s)")
 
 
 def run_stages(config: RunConfig) -> tuple[str, ...]:
@@ -206,7 +280,8 @@ def build_manifest(config, spec, weights, engine, state: RunState, status: str,
         "tool": {"name": "selfinstruct-local", "version": __version__},
         "command": " ".join(sys.argv),
         "config": config.to_json(),
-        "model": {"name": spec.name, "path": str(weights), "prompt_format": spec.prompt_format,
+        "model": {"name": spec.name, "path": str(weights) if weights else None,
+                  "prompt_format": spec.prompt_format,
                   "dtype": spec.dtype, "max_model_len": spec.max_model_len},
         "engine": {"name": engine.name, "load_seconds": round(stats.load_seconds, 2),
                    **stats.extra},

@@ -2,7 +2,7 @@
 
 import pytest
 
-from selfinstruct_local.engines import Request, load_engine
+from selfinstruct_local.engines import EngineOptions, Request, load_engine
 from selfinstruct_local.engines.base import render_prompt
 
 pytestmark = pytest.mark.engine
@@ -10,7 +10,7 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture(scope="module")
 def engine(smollm2):
-    eng = load_engine("transformers", smollm2, gpus=0, seed=7)
+    eng = load_engine("transformers", smollm2, EngineOptions(gpus=0, seed=7))
     yield eng
     eng.close()
 

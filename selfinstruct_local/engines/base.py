@@ -8,14 +8,12 @@ into the model's text, through the chat template for chat models or as plain tex
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
-from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ModelSpec
-
-ENGINE_NAMES = ("vllm", "transformers")
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,30 @@ class EngineStats:
         self.seconds += seconds
 
 
+DEFAULT_CONCURRENCY = 512  # requests in flight per server: vLLM's max_num_seqs on a large GPU
+DEFAULT_SERVER_TIMEOUT = 600.0  # seconds without any server answering before a run stops
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Everything an engine may need besides the model; each engine reads its own part."""
+
+    seed: int = 42
+    gpus: int = 0  # GPUs to use on this machine (0: CPU)
+    tensor_parallel: int = 1  # GPUs per replica; gpus // tensor_parallel replicas
+    base_urls: tuple[str, ...] = ()  # the openai engine's servers, one per replica
+    api_key: str | None = field(default=None, repr=False)  # never printed or saved
+    concurrency: int = DEFAULT_CONCURRENCY  # requests in flight per server
+    server_timeout: float = DEFAULT_SERVER_TIMEOUT
+    batch_size: int = 16  # the transformers engine's own forward batch
+    log: Callable[[str], None] = print  # notices (a replica dropped, a server waited for)
+    server_log: Path | None = None  # where a vllm serve that sigen starts writes its output
+
+    @property
+    def replicas(self) -> int:
+        return max(1, self.gpus // max(1, self.tensor_parallel))
+
+
 class Engine(Protocol):
     name: str
     spec: ModelSpec
@@ -92,51 +114,8 @@ def cpu_dtype(dtype: str) -> str:
     return dtype if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
-def count_gpus() -> int:
-    try:
-        import torch
-    except ImportError:
-        return 0
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def check_gpus(requested: int | None) -> int:
-    """The number of GPUs to use: 1 when one is visible and none was asked for, else 0 (CPU)."""
-    available = count_gpus()
-    if requested is None:
-        return 1 if available else 0
-    if requested < 0:
-        raise SigenError(f"--gpus must be 0 or more, not {requested}")
-    if requested > available:
-        raise SigenError(
-            f"--gpus {requested} asked for more GPUs than are visible ({available}). "
-            "Check CUDA_VISIBLE_DEVICES and nvidia-smi, or pass a smaller --gpus (0 runs on CPU)."
-        )
-    return requested
-
-
 VLLM_MISSING = (
     "vLLM is not installed. For GPUs: pip install 'selfinstruct-local[gpu]'; "
     "without a GPU: pip install 'selfinstruct-local[cpu]' (vLLM's CPU build); "
-    "or run with --engine transformers."
+    "or run with --engine transformers, or --engine openai against a running server."
 )
-
-
-def check_engine_available(name: str) -> None:
-    """Fail before any slow step when the engine's library is missing."""
-    if name not in ENGINE_NAMES:
-        raise SigenError(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
-    if name == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise SigenError(VLLM_MISSING)
-
-
-def load_engine(name: str, spec: ModelSpec, gpus: int, seed: int) -> Engine:
-    if name == "vllm":
-        from selfinstruct_local.engines.vllm import VLLMEngine
-
-        return VLLMEngine(spec, gpus=gpus, seed=seed)
-    if name == "transformers":
-        from selfinstruct_local.engines.transformers import TransformersEngine
-
-        return TransformersEngine(spec, gpus=gpus, seed=seed)
-    raise SigenError(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")

@@ -11,6 +11,7 @@ from itertools import groupby
 
 from selfinstruct_local.engines.base import (
     Completion,
+    EngineOptions,
     EngineStats,
     Request,
     cpu_dtype,
@@ -24,14 +25,15 @@ _DTYPES = {"bfloat16", "float16", "float32"}
 class TransformersEngine:
     name = "transformers"
 
-    def __init__(self, spec: ModelSpec, gpus: int, seed: int, batch_size: int = 16) -> None:
+    def __init__(self, spec: ModelSpec, options: EngineOptions) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = spec
         self.stats = EngineStats()
-        self.seed = seed
-        self.batch_size = batch_size
+        gpus = options.gpus
+        self.seed = options.seed
+        self.batch_size = options.batch_size
         self._torch = torch
         self.device = "cuda" if gpus > 0 else "cpu"
         name = spec.dtype if gpus > 0 else cpu_dtype(spec.dtype)

@@ -1,5 +1,8 @@
 """vLLM engine: one LLM, one `generate` call per batch. Serves both the GPU and the CPU build.
 
+Several replicas on one node (`--gpus 4 --tensor-parallel 2`) run as a `vllm serve` with vLLM's
+own data parallelism, which sigen starts and talks to through the openai engine (server.py).
+
 vLLM starts its engine core in a spawned process, so it must be built inside a function run from
 `if __name__ == "__main__"` or a console-script entry point, never at import time.
 """
@@ -14,6 +17,7 @@ import time
 from selfinstruct_local.engines.base import (
     VLLM_MISSING,
     Completion,
+    EngineOptions,
     EngineStats,
     Request,
     cpu_dtype,
@@ -24,10 +28,20 @@ from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ModelSpec
 
 
+def load_vllm(spec: ModelSpec, options: EngineOptions):
+    """One replica in this process; several through a vllm serve with data parallelism."""
+    if options.replicas > 1:
+        from selfinstruct_local.engines.server import ServedVLLMEngine
+
+        return ServedVLLMEngine(spec, options)
+    return VLLMEngine(spec, options)
+
+
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, spec: ModelSpec, gpus: int, seed: int) -> None:
+    def __init__(self, spec: ModelSpec, options: EngineOptions) -> None:
+        gpus, seed = options.gpus, options.seed
         # Defaults that keep the CPU build small and quiet; a user's own settings win.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -48,7 +62,7 @@ class VLLMEngine:
             "seed": seed,
         }
         if gpus > 0:
-            kwargs["tensor_parallel_size"] = gpus
+            kwargs["tensor_parallel_size"] = options.tensor_parallel
         else:
             kwargs["enforce_eager"] = True  # compiling graphs on CPU costs minutes for no gain
         # vLLM's CPU build fails ("CPU Generator does not use offset") when a seeded request's

@@ -1,0 +1,398 @@
+"""openai engine: a client of OpenAI-compatible servers (`vllm serve`, SGLang, llama.cpp, TGI).
+
+One call of `generate` sends the whole batch at once, up to `concurrency` requests in flight per
+server, each request to the live server with the fewest in flight; a server's own scheduler
+(vLLM's continuous batching) then keeps its GPUs full. Faults:
+- connection errors, timeouts, HTTP 408/429/5xx are retried with exponential backoff and full
+  jitter; a server that fails DROP_AFTER times in a row is taken out of rotation for a while
+  (longer each time), then tried again with one request before it gets its share again;
+- when no server has answered for `server_timeout` seconds, `ServerUnavailable` ends the call:
+  the run stops like a Ctrl-C, and resumes later with nothing lost;
+- any other HTTP error (unknown model, prompt too long, bad API key) cannot be fixed by retrying:
+  a SigenError with the server's own message.
+
+Prompts are rendered here with the model's tokenizer when its checkpoint is on this machine (the
+text is then byte-identical to the in-process engines'), and sent to /v1/completions. Otherwise a
+chat model's prompt goes to /v1/chat/completions, with the reply prefix as an assistant message
+that the server continues (vLLM's `continue_final_message`), and a base model's plain text to
+/v1/completions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from selfinstruct_local.engines.base import (
+    Completion,
+    EngineOptions,
+    EngineStats,
+    Request,
+    render_prompt,
+)
+from selfinstruct_local.errors import SigenError
+from selfinstruct_local.interrupt import ServerUnavailable
+from selfinstruct_local.models import ModelSpec
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+DROP_AFTER = 3  # failures in a row that take a server out of rotation
+COOLDOWN = (5.0, 60.0)  # seconds out of rotation: first time, and at most (doubling between)
+BACKOFF = (0.5, 20.0)  # a retried request waits up to base * 2**attempt seconds, at most the cap
+CONNECT_TIMEOUT = 10.0
+
+
+def public_url(url: str) -> str:
+    """The URL without credentials, for logs and the manifest."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def parse_base_urls(text: str | None) -> tuple[str, ...]:
+    """`--base-url`: one URL or a comma-separated list, each ending in the API root (/v1)."""
+    urls = tuple(u.strip().rstrip("/") for u in (text or "").split(",") if u.strip())
+    if not urls:
+        raise SigenError("--engine openai needs --base-url URL (e.g. http://gpu01:8000/v1), "
+                         "or several separated by commas")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SigenError(f"--base-url {url!r} is not an http(s) URL such as "
+                             "http://gpu01:8000/v1")
+    if len(set(urls)) < len(urls):
+        raise SigenError(f"--base-url lists a server twice: {','.join(urls)}")
+    return urls
+
+
+def error_message(response: httpx.Response) -> str:
+    """The server's own explanation of an HTTP error (OpenAI's {"error": {"message"}})."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or response.reason_phrase
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("detail") or error)[:500]
+    return str(error)[:500]
+
+
+def backoff_seconds(attempt: int, rng: random.Random) -> float:
+    return rng.uniform(0, min(BACKOFF[1], BACKOFF[0] * 2**attempt))
+
+
+@dataclass
+class Replica:
+    url: str
+    in_flight: int = 0
+    failures: int = 0  # in a row
+    outages: int = 0  # times taken out of rotation in a row; sets the next cooldown
+    down_until: float = 0.0
+    probing: bool = False  # back from an outage: one request until it answers
+    ever_dropped: bool = False
+
+
+class ReplicaPool:
+    """Which server gets the next request, and when to give up on all of them."""
+
+    def __init__(self, urls: tuple[str, ...], concurrency: int, server_timeout: float,
+                 log, clock=time.monotonic) -> None:
+        self.replicas = [Replica(u) for u in urls]
+        self.concurrency = concurrency
+        self.server_timeout = server_timeout
+        self.log = log
+        self.clock = clock
+        self.failing_since: float | None = None  # first failure since the last answer
+        self._changed: asyncio.Event | None = None  # a slot or a server freed
+
+    @property
+    def dropped(self) -> int:
+        return sum(r.ever_dropped for r in self.replicas)
+
+    def healthy(self) -> list[Replica]:
+        """Servers in rotation that have not failed since they last answered."""
+        now = self.clock()
+        return [r for r in self.replicas if r.down_until <= now and not r.probing]
+
+    def check_outage(self) -> None:
+        """ServerUnavailable once every server has been failing for `server_timeout` seconds
+        (a healthy server that is merely slow to finish long requests is not an outage)."""
+        if self.failing_since is None or self.healthy():
+            return
+        if self.clock() - self.failing_since >= self.server_timeout:
+            raise ServerUnavailable(
+                f"no server answered for {self.server_timeout:g} s "
+                f"({', '.join(public_url(r.url) for r in self.replicas)})")
+
+    async def acquire(self) -> Replica:
+        """A slot on the live server with the fewest requests in flight; waits for one.
+        (No lock: between the check and the increment nothing else runs on this loop.)"""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        while True:
+            self.check_outage()
+            now = self.clock()
+            open_ = [r for r in self.replicas if r.down_until <= now
+                     and r.in_flight < (1 if r.probing else self.concurrency)]
+            if open_:
+                chosen = min(open_, key=lambda r: r.in_flight)
+                chosen.in_flight += 1
+                return chosen
+            wakes = [r.down_until - now for r in self.replicas if r.down_until > now]
+            if self.failing_since is not None:
+                wakes.append(self.failing_since + self.server_timeout - now)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(),
+                                       max(0.01, min(wakes)) if wakes else None)
+
+    def release(self, replica: Replica, failure: str | None = None) -> None:
+        replica.in_flight -= 1
+        if failure is None:
+            self.succeeded(replica)
+        else:
+            self.failed(replica, failure)
+        if self._changed is not None:
+            self._changed.set()
+
+    def succeeded(self, replica: Replica) -> None:
+        if replica.outages:
+            self.log(f"{public_url(replica.url)} answers again; back in rotation")
+        replica.failures = replica.outages = 0
+        replica.probing = False
+        self.failing_since = None
+
+    def failed(self, replica: Replica, why: str, at_once: bool = False) -> None:
+        """Count a failure; DROP_AFTER in a row (or one, `at_once` or while probing) take the
+        server out of rotation."""
+        now = self.clock()
+        if self.failing_since is None:
+            self.failing_since = now
+        replica.failures += 1
+        if replica.down_until > now:
+            return  # already out of rotation: its other requests in flight are failing too
+        if replica.failures >= DROP_AFTER or replica.probing or at_once:
+            cooldown = min(COOLDOWN[1], COOLDOWN[0] * 2**replica.outages)
+            replica.outages += 1
+            replica.down_until = now + cooldown
+            replica.failures = 0
+            replica.probing = True
+            replica.ever_dropped = True
+            self.log(f"{public_url(replica.url)} taken out of rotation ({why}); "
+                     f"trying it again in {cooldown:.0f} s")
+
+
+class OpenAIEngine:
+    name = "openai"
+
+    def __init__(self, spec: ModelSpec, options: EngineOptions,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.spec = spec
+        self.stats = EngineStats()
+        self.options = options
+        self.urls = options.base_urls
+        self._rng = random.Random()  # backoff jitter only: never part of what is generated
+        self._loop = asyncio.new_event_loop()
+        headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+        total = options.concurrency * len(self.urls)
+        self._client = httpx.AsyncClient(
+            headers=headers, transport=transport,
+            timeout=httpx.Timeout(options.server_timeout, connect=CONNECT_TIMEOUT),
+            limits=httpx.Limits(max_connections=total, max_keepalive_connections=total),
+        )
+        self.pool = ReplicaPool(self.urls, options.concurrency, options.server_timeout,
+                                options.log)
+        self.retried = 0
+        start = time.perf_counter()
+        self.served_model, self.server_max_len = self._run(self._find_model())
+        self.tokenizer = self._local_tokenizer()
+        self.stats.load_seconds = time.perf_counter() - start
+        self.stats.extra.update(
+            servers=[public_url(u) for u in self.urls], served_model=self.served_model,
+            concurrency=options.concurrency,
+            rendering="local tokenizer" if self.tokenizer is not None or
+            spec.prompt_format == "completion" else "server chat template",
+            per_request_seeds=True)
+        self._update_counts()
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _local_tokenizer(self):
+        if self.spec.prompt_format != "chat" or not self.spec.weights_present():
+            return None
+        from transformers import AutoTokenizer  # heavy; only when there is a checkpoint
+
+        return AutoTokenizer.from_pretrained(str(self.spec.path))
+
+    async def _find_model(self) -> tuple[str, int | None]:
+        """Ask every server for its models (/v1/models): the name to send, and its context.
+
+        A server that does not answer is out of rotation from the start (and tried again
+        later); the run waits, up to `server_timeout`, for at least one to answer.
+        """
+        announced = None
+        while True:
+            answers = await asyncio.gather(*(self._list_models(r) for r in self.pool.replicas))
+            found = [a for a in answers if a is not None]
+            if found:
+                break
+            self.pool.check_outage()
+            if announced is None or time.monotonic() - announced > 30:
+                self.options.log("Waiting for a server to answer at "
+                                 f"{', '.join(public_url(u) for u in self.urls)} ...")
+                announced = time.monotonic()
+            await asyncio.sleep(2.0)
+        served = {m["id"]: m for models in found for m in models}
+        names = [self.spec.name, self.spec.path.name, str(self.spec.path)]
+        name = next((n for n in names if n in served), None)
+        if name is None and len(served) == 1:
+            name = next(iter(served))
+            if name not in names:
+                self.options.log(f"The server serves {name!r}; using it as {self.spec.name}.")
+        if name is None:
+            raise SigenError(
+                f"no server serves {self.spec.name!r}; they serve: {', '.join(sorted(served))}. "
+                "Pass one of those with --model (or start the server with "
+                f"--served-model-name {self.spec.name}).")
+        return name, served[name].get("max_model_len")
+
+    async def _list_models(self, replica: Replica) -> list[dict] | None:
+        try:
+            response = await self._client.get(f"{replica.url}/models",
+                                              timeout=CONNECT_TIMEOUT * 3)
+        except httpx.TransportError as exc:
+            self.pool.failed(replica, _describe(exc), at_once=True)
+            return None
+        if response.status_code in (401, 403):
+            raise SigenError(f"{public_url(replica.url)} refused the API key "
+                             f"(HTTP {response.status_code}: {error_message(response)}). "
+                             "Pass --api-key or set $OPENAI_API_KEY.")
+        if response.status_code != 200:
+            self.pool.failed(replica, f"HTTP {response.status_code} from /models", at_once=True)
+            return None
+        self.pool.succeeded(replica)
+        return list(response.json().get("data") or [])
+
+    # -- generation -----------------------------------------------------------------------
+    def render(self, request: Request) -> str:
+        if self.tokenizer is not None:
+            return render_prompt(self.tokenizer, "chat", request)
+        return render_prompt(None, "completion", request) if \
+            self.spec.prompt_format == "completion" else request.prompt
+
+    def request_body(self, request: Request) -> tuple[str, dict]:
+        """The endpoint and JSON body for one request."""
+        body: dict = {"model": self.served_model, "max_tokens": request.max_tokens,
+                      "temperature": request.temperature, "top_p": request.top_p}
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if self.tokenizer is not None or self.spec.prompt_format == "completion":
+            return "/completions", {**body, "prompt": self.render(request)}
+        messages = [{"role": "user", "content": request.prompt}]
+        if request.assistant_prefix:
+            messages.append({"role": "assistant", "content": request.assistant_prefix})
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        return "/chat/completions", {**body, "messages": messages}
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        if not requests:
+            return []
+        start = time.perf_counter()
+        try:
+            completions = self._run(self._generate_all(requests))
+        finally:
+            self._update_counts()
+        self.stats.add(completions, time.perf_counter() - start)
+        return completions
+
+    async def _generate_all(self, requests: list[Request]) -> list[Completion]:
+        tasks = [asyncio.ensure_future(self._send(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:  # one failed for good (or Ctrl-C): the others are abandoned, not left running
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _send(self, request: Request) -> Completion:
+        path, body = self.request_body(request)
+        attempt = 0
+        while True:
+            replica = await self.pool.acquire()
+            failure = None
+            try:
+                response = await self._client.post(replica.url + path, json=body)
+            except httpx.TransportError as exc:  # refused, reset, timed out
+                failure = _describe(exc)
+            except BaseException:
+                self.pool.release(replica)
+                raise
+            else:
+                completion = _completion(response) if response.status_code == 200 else None
+                if completion is not None:
+                    self.pool.release(replica)
+                    return completion
+                if response.status_code not in RETRY_STATUS | {200}:
+                    self.pool.release(replica)
+                    raise SigenError(
+                        f"{public_url(replica.url)} rejected a request with HTTP "
+                        f"{response.status_code}: {error_message(response)}")
+                failure = (f"HTTP {response.status_code}: {error_message(response)[:200]}"
+                           if response.status_code != 200 else "a reply without a completion")
+            self.pool.release(replica, failure)
+            self.retried += 1
+            self.pool.check_outage()
+            await asyncio.sleep(backoff_seconds(attempt, self._rng))
+            attempt += 1
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _run(self, coroutine):
+        return self._loop.run_until_complete(coroutine)
+
+    def _update_counts(self) -> None:
+        self.stats.extra.update(requests_retried=self.retried,
+                                replicas_dropped=self.pool.dropped)
+
+    def close(self, wait: bool = True) -> None:
+        loop = self._loop
+        if loop.is_closed():
+            return
+        with contextlib.suppress(Exception):  # a Ctrl-C left requests behind: drop them
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(self._client.aclose())
+        loop.close()
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or unreachable"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _completion(response: httpx.Response) -> Completion | None:
+    """The completion in a reply of either endpoint; None when the reply holds none."""
+    try:
+        data = response.json()
+        choice = data["choices"][0]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
+        usage = data.get("usage") or {}
+        return Completion(
+            text=text or "",
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
