@@ -129,9 +129,12 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     generator = Generator(config, engine, prompts, seed_tasks, store, state, index,
                           batch_size=batch_size, sampling=sampling, progress=reporter,
                           sampler=sampler)
+    outage: str | None = None  # why no server answered, when that stopped the run
+
     def manifest(status: str) -> dict:
-        return build_manifest(config, spec, weights, engine, state, status,
-                              time.perf_counter() - started, len(seed_tasks), previous or {})
+        built = build_manifest(config, spec, weights, engine, state, status,
+                               time.perf_counter() - started, len(seed_tasks), previous or {})
+        return {**built, "stop_reason": outage} if outage and status == "interrupted" else built
 
     def finish(status: str) -> None:
         """The last manifest, with the summary `sigen stats` prints (computed from the files
@@ -148,7 +151,7 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     store.write_json(MANIFEST, manifest("running"))
     reporter.attach(store.root, state, config.num_instructions, run_stages(config))
     stop = StopRequest(reporter.notice)
-    status, closed, outage = None, False, None
+    status, closed = None, False
     try:
         with stop:  # from here on a second Ctrl-C raises KeyboardInterrupt, cleanup included
             try:

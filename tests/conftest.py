@@ -30,3 +30,17 @@ def sigen(*args: str, env: dict | None = None, timeout: int = 1200,
         [sys.executable, "-m", "selfinstruct_local", *args],
         capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd,
     )
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm2, tmp_path_factory):
+    """A real `vllm serve` (the CPU build in this venv) on the packaged model, on a free port of
+    127.0.0.1, shared by the tests that need a server and stopped at the end of the session.
+    A test may stop and start it again (same port) to play a server that goes away."""
+    from selfinstruct_local.engines.server import ManagedServer
+
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    server = ManagedServer(smollm2, smollm2.path, seed=0, log_path=log)
+    server.start()
+    yield server
+    server.stop()

@@ -24,7 +24,7 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def check_run_directory(out, minimum):
+def check_run_directory(out, minimum, engine="vllm"):
     for name in RUN_FILES:
         assert (out / name).is_file(), name
     instructions = read_jsonl(out / "machine_instructions.jsonl")
@@ -51,7 +51,7 @@ def check_run_directory(out, minimum):
         assert row["reason"]
 
     assert manifest["status"] == "finished"
-    assert manifest["engine"]["name"] == "vllm"
+    assert manifest["engine"]["name"] == engine
     assert manifest["model"]["name"] == "smollm2-135m"
     assert manifest["counts"]["accepted"] == len(instructions)
     assert manifest["counts"]["instances"] == len(instances)

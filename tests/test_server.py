@@ -1,0 +1,91 @@
+"""`sigen run --engine openai` against a real `vllm serve` started by the tests on 127.0.0.1:
+a run as complete as an in-process one, a dead replica beside a live one, and the server
+killed in the middle of a run (the run stops resumably; the same command completes it)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from selfinstruct_local.engines.server import free_port
+from tests.conftest import REPO, sigen
+from tests.test_e2e import check_run_directory, read_jsonl
+from tests.test_resume import rows
+
+pytestmark = pytest.mark.engine
+
+
+def test_openai_engine_run(tmp_path, vllm_server):
+    out = tmp_path / "run"
+    result = sigen("run", "--engine", "openai", "--base-url", vllm_server.base_url,
+                   "-n", "5", "--batch-size", "8", "-o", str(out), "--seed", "3",
+                   env={"OPENAI_API_KEY": "sk-not-needed-here"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    instructions, manifest = check_run_directory(out, 5, engine="openai")
+    engine = manifest["engine"]
+    assert engine["servers"] == [vllm_server.base_url]
+    assert engine["served_model"] == "smollm2-135m"
+    assert engine["rendering"] == "local tokenizer"
+    assert engine["requests_retried"] == 0 and engine["replicas_dropped"] == 0
+    assert manifest["counts"]["classify_requests"] >= 5
+    for name in os.listdir(out):  # the API key is never written down
+        assert "sk-not-needed" not in (out / name).read_text(encoding="utf-8", errors="replace")
+    assert "sk-not-needed" not in result.stderr
+
+
+def test_dead_replica_beside_a_live_one(tmp_path, vllm_server):
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    out = tmp_path / "run"
+    result = sigen("run", "--engine", "openai", "--base-url", f"{dead},{vllm_server.base_url}",
+                   "-n", "3", "--batch-size", "6", "-o", str(out), "--seed", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, manifest = check_run_directory(out, 3, engine="openai")
+    assert manifest["engine"]["servers"] == [dead, vllm_server.base_url]
+    assert manifest["engine"]["replicas_dropped"] == 1
+    assert f"{dead} taken out of rotation (connection refused" in result.stderr
+
+
+def test_server_killed_mid_run_then_resumed(tmp_path, vllm_server):
+    out = tmp_path / "run"
+    args = ["run", "--engine", "openai", "--base-url", vllm_server.base_url, "-n", "6",
+            "--batch-size", "4", "-o", str(out), "--seed", "9", "--server-timeout", "15"]
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w", encoding="utf-8") as err:
+        run = subprocess.Popen([sys.executable, "-m", "selfinstruct_local", *args], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=err,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 600
+        # Kill the server once instructions wait for their instances: requests are in flight.
+        while not rows(out / "pending.jsonl") and time.monotonic() < deadline:
+            assert run.poll() is None, stderr.read_text()[-3000:]
+            time.sleep(0.2)
+        os.killpg(vllm_server.process.pid, signal.SIGKILL)
+        vllm_server.stop()
+        status = run.wait(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        if vllm_server.process is None:
+            vllm_server.start()  # the server comes back (for the resume and other tests)
+    text = stderr.read_text(encoding="utf-8")
+    assert status == 2, text[-3000:]
+    assert "no server answered for 15 s" in text and f"sigen run --resume {out}" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert manifest["stop_reason"].startswith("no server answered for 15 s")
+    assert manifest["engine"]["requests_retried"] > 0
+    before = (out / "pending.jsonl").read_text(encoding="utf-8")
+    finals_before = read_jsonl(out / "machine_instructions.jsonl") \
+        if (out / "machine_instructions.jsonl").exists() else []
+
+    again = sigen(*args)  # the same command, once the server is back
+    assert again.returncode == 0, again.stderr[-3000:]
+    instructions, manifest = check_run_directory(out, 6, engine="openai")
+    assert (out / "pending.jsonl").read_text(encoding="utf-8").startswith(before)
+    assert instructions[:len(finals_before)] == finals_before  # nothing rewritten
+    assert len({r["instruction"] for r in instructions}) == len(instructions)
