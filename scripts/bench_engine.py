@@ -8,8 +8,9 @@ two ways against a running OpenAI-compatible server:
 - sigen: `OpenAIEngine.generate(requests)`, with its replica choice, retries and bookkeeping.
 The two alternate `--repeats` times (so that a noisy machine hurts both alike); each pass prints
 its generated tokens per second, and the last line is the ratio of the medians, `ratio=R`
-(goal: R >= 0.95). An untimed pass warms the server's prefix cache first. Seeded sampling makes both generate the same tokens where the server is
-deterministic; tokens/s counts what each actually got.
+(goal: R >= 0.95). An untimed pass warms the server's prefix cache first. Seeded sampling
+makes both generate the same tokens where the server is deterministic; tokens/s counts what
+each actually got.
 
     python scripts/bench_engine.py --base-url http://127.0.0.1:8000/v1 --requests 64
 """
