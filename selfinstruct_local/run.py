@@ -116,7 +116,11 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
 
     log(f"Loading {spec.name} with the {config.engine} engine {where_it_runs(options, entry)}"
         " ...")
-    engine = entry.load(spec, replace(options, server_log=store.root / "server.log"))
+    try:
+        engine = entry.load(spec, replace(options, server_log=store.root / "server.log"))
+    except ServerUnavailable as exc:
+        raise SigenError(f"{exc}. Check that the server is up and --base-url is right "
+                         "(it ends in /v1), then run the same command again.") from None
     sampling = dict(spec.sampling)
     if config.temperature is not None:
         sampling["temperature"] = config.temperature

@@ -76,3 +76,33 @@ def test_help_documents_every_option():
 def test_run_help_prints():
     result = sigen("run", "--help")
     assert result.returncode == 0 and "--num-instructions" in result.stdout
+
+
+def test_openai_engine_needs_a_base_url(tmp_path):
+    result = sigen("run", "--engine", "openai", "-o", str(tmp_path / "r"))
+    assert_clean_error(result, "--engine openai needs --base-url")
+
+
+def test_openai_engine_takes_no_gpus(tmp_path):
+    result = sigen("run", "--engine", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                   "--gpus", "2", "-o", str(tmp_path / "r"))
+    assert_clean_error(result, "--gpus and --tensor-parallel are for engines that run the "
+                       "model here")
+
+
+def test_base_url_is_for_the_openai_engine(tmp_path):
+    result = sigen("run", "--base-url", "http://127.0.0.1:9/v1", "-o", str(tmp_path / "r"))
+    assert_clean_error(result, "--base-url is for --engine openai")
+
+
+def test_no_server_listening_is_a_clear_error(tmp_path):
+    from selfinstruct_local.engines.server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = sigen("run", "--engine", "openai", "--base-url", url, "--server-timeout", "3",
+                   "-o", str(tmp_path / "r"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: no server answered for 3 s ({url})")
+    assert "--base-url is right" in last
+    assert "Waiting for a server to answer" in result.stderr  # said while it waited
