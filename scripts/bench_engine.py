@@ -13,6 +13,7 @@ makes both generate the same tokens where the server is deterministic; tokens/s 
 each actually got.
 
     python scripts/bench_engine.py --base-url http://127.0.0.1:8000/v1 --requests 64
+    python scripts/bench_engine.py --start-server   # a vllm serve of the packaged model here
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from selfinstruct_local.engines.base import EngineOptions, Request  # noqa: E402
+from selfinstruct_local.engines.gpus import count_gpus  # noqa: E402
 from selfinstruct_local.engines.openai import OpenAIEngine, parse_base_urls  # noqa: E402
-from selfinstruct_local.models import load_registry  # noqa: E402
+from selfinstruct_local.engines.server import ManagedServer  # noqa: E402
+from selfinstruct_local.models import ensure_weights, load_registry  # noqa: E402
 from selfinstruct_local.pipeline.bootstrap import (  # noqa: E402
     build_bootstrap_request,
     sample_prompt_tasks,
@@ -73,7 +76,11 @@ async def ceiling(urls: tuple[str, ...], bodies: list[tuple[str, dict]], concurr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base-url", required=True, help="one URL or a comma-separated list")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--base-url", help="one URL or a comma-separated list")
+    where.add_argument("--start-server", action="store_true",
+                       help="start a vllm serve of --model (default: the packaged model) on "
+                       "127.0.0.1 for the benchmark, and stop it after")
     parser.add_argument("--model", default=None, help="registry name (default: the default)")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--concurrency", type=int, default=512, help="in flight per server")
@@ -82,8 +89,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    urls = parse_base_urls(args.base_url)
-    spec = load_registry().resolve(args.model, served=True)
+    spec = load_registry().resolve(args.model, served=not args.start_server)
+    server = None
+    if args.start_server:
+        server = ManagedServer(spec, ensure_weights(spec), gpus=count_gpus())
+        print(f"starting vllm serve on {server.base_url} ...")
+        server.start()
+    try:
+        run(args, spec, parse_base_urls(server.base_url if server else args.base_url))
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run(args: argparse.Namespace, spec, urls: tuple[str, ...]) -> None:
     options = EngineOptions(base_urls=urls, api_key=args.api_key, concurrency=args.concurrency,
                             log=lambda m: print(f"  [engine] {m}"))
     engine = OpenAIEngine(spec, options)
