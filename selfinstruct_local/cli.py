@@ -241,6 +241,7 @@ def stats(run_dir: RunDir) -> None:
     """Summarize a run (counts, reasons, lengths, diversity); write report.md with plots."""
     from selfinstruct_local.report import format_summary, summarize, write_report
 
+    _note_if_being_written(run_dir)
     summary = summarize(run_dir)
     path = write_report(run_dir)  # first, so that `sigen stats DIR | head` still writes it
     print(format_summary(summary))
@@ -261,8 +262,19 @@ def export(
     """Write a run's instruction data in a format that fine-tuning tools read."""
     from selfinstruct_local.export import export_rows
 
+    _note_if_being_written(run_dir)
     path, count = export_rows(run_dir, fmt, output)
     print(f"{count} examples ({fmt.strip().lower()}) -> {path}")
+
+
+def _note_if_being_written(run_dir: Path) -> None:
+    """Readers take no lock; they say when what they read is a snapshot of a live run."""
+    from selfinstruct_local.runlock import describe, run_writer
+
+    writer = run_writer(run_dir)
+    if writer is not None:
+        print(f"note: {run_dir} is still being written ({describe(writer)}); this reads it as "
+              "it is now.", file=sys.stderr)
 
 
 def main() -> None:

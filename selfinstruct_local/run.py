@@ -40,6 +40,7 @@ from selfinstruct_local.pipeline.state import RunState, load_state
 from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
 from selfinstruct_local.report import summarize
+from selfinstruct_local.runlock import hold_run_lock
 from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, RunStore
 from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
 
@@ -79,6 +80,7 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
         config.output = same
     config.output = Path(config.output) if config.output else default_output_dir()
     store = RunStore(config.output)
+    hold_run_lock(store.root)  # before reading anything: one writer per run directory
     previous = store.read_json(MANIFEST)
     if previous:
         inherit_derived(config, previous)
