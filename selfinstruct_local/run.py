@@ -166,10 +166,13 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
             except ServerUnavailable as exc:
                 outage = str(exc)  # stops like a Ctrl-C: everything decided is on disk
                 stop.requested = True
-            except Exception:
+            except Exception as exc:
                 # A terminal's Ctrl-C reaches vLLM's processes too, which then fail in ways of
                 # their own: after a Ctrl-C, that is the stop, not a bug.
                 if not stop.requested:
+                    # The manifest says why the run ended (a server's refusal, a bug) rather
+                    # than "running"; the same command resumes it once that is fixed.
+                    store.write_json(MANIFEST, {**manifest("failed"), "error": str(exc)[:1000]})
                     raise
             finally:
                 reporter.close()  # the display's last frame stays; what follows goes below

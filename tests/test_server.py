@@ -89,3 +89,17 @@ def test_server_killed_mid_run_then_resumed(tmp_path, vllm_server):
     assert (out / "pending.jsonl").read_text(encoding="utf-8").startswith(before)
     assert instructions[:len(finals_before)] == finals_before  # nothing rewritten
     assert len({r["instruction"] for r in instructions}) == len(instructions)
+
+
+def test_a_request_the_server_refuses_is_a_clear_error(tmp_path, vllm_server):
+    """HTTP 400 (more tokens than the context holds) cannot be fixed by retrying: the run stops
+    with the server's own message, and the manifest says it failed and why."""
+    out = tmp_path / "run"
+    result = sigen("run", "--engine", "openai", "--base-url", vllm_server.base_url, "-n", "2",
+                   "--max-new-tokens", "4000", "-o", str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {vllm_server.base_url} rejected a request with HTTP 400")
+    assert "max_model_len=2048" in last  # the server's own words
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "HTTP 400" in manifest["error"]
