@@ -28,6 +28,21 @@ models_app = typer.Typer(help="List and prepare the models of the registry (mode
 app.add_typer(models_app, name="models")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from selfinstruct_local import __version__
+
+        print(f"sigen (selfinstruct-local) {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Generate Self-Instruct / Alpaca instruction data offline with local models."""
+
+
 ModelsFile = Annotated[
     Path | None,
     typer.Option("--models-file", help="Model registry to use instead of the project's models.yaml "

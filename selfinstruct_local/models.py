@@ -20,15 +20,15 @@ from typing import Any
 import yaml
 
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.resources import project_file
 
 PROMPT_FORMATS = ("completion", "chat")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_models_file() -> Path:
     """The registry used when no --models-file is given: $SIGEN_MODELS_FILE, else the project's."""
     env = os.environ.get("SIGEN_MODELS_FILE")
-    return Path(env) if env else REPO_ROOT / "models.yaml"
+    return Path(env) if env else project_file("models.yaml")
 
 
 def model_dir() -> Path:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.resources import project_file
 
-SEED_DIR = Path(__file__).resolve().parent.parent / "seeds"
-DEFAULT_SEEDS = {"en": SEED_DIR / "en_seed_tasks.jsonl", "zh": SEED_DIR / "zh_seed_tasks.jsonl"}
+DEFAULT_SEEDS = {lang: project_file(f"seeds/{lang}_seed_tasks.jsonl") for lang in ("en", "zh")}
 
 
 @dataclass(frozen=True)
