@@ -416,3 +416,31 @@ def fingerprint(passages: list[Passage]) -> str:
     for p in passages:
         digest.update(f"{p.id}\0{p.text}\0".encode())
     return digest.hexdigest()[:16]
+
+
+def corpus_record(path: str | Path, passages: list[Passage]) -> dict:
+    """What a run saves about its corpus, to tell on resume whether it is still the same: each
+    file's content hash, and the fingerprint of the passages cut from them."""
+    files, _ = corpus_files(path)
+    root = Path(path)
+    return {
+        "fingerprint": fingerprint(passages),
+        "passages": len(passages),
+        "files": {(f.relative_to(root).as_posix() if root.is_dir() else f.name):
+                  hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files},
+    }
+
+
+def corpus_changes(saved: dict, now: dict) -> list[str]:
+    """How the corpus differs from the one a run was started on (empty: the same)."""
+    if saved.get("fingerprint") == now["fingerprint"]:
+        return []
+    old, new = saved.get("files") or {}, now["files"]
+    changes = [f"{name} changed" for name in sorted(old.keys() & new.keys())
+               if old[name] != new[name]]
+    changes += [f"{name} is new" for name in sorted(new.keys() - old.keys())]
+    changes += [f"{name} is gone" for name in sorted(old.keys() - new.keys())]
+    if not changes:  # the same files cut differently (another splitter or passage length)
+        changes.append(f"the same files now make {now['passages']} passages, "
+                       f"not {saved.get('passages', '?')}")
+    return changes

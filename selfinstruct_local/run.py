@@ -22,7 +22,13 @@ from selfinstruct_local.config import (
     inherit_derived,
     latest_run_like,
 )
-from selfinstruct_local.corpus import PassageSampler, load_corpus, passage_chars_for
+from selfinstruct_local.corpus import (
+    PassageSampler,
+    corpus_changes,
+    corpus_record,
+    load_corpus,
+    passage_chars_for,
+)
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import EngineEntry, engine_entry
 from selfinstruct_local.engines.base import (
@@ -95,7 +101,7 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     entry.check(options)
     batch_size = config.batch_size or default_batch_size(config, options)
     weights = local_weights(spec, entry, log)
-    passages = None
+    passages, corpus = None, None
     if config.corpus is not None:
         if config.method != "self-instruct":
             raise SigenError("--corpus works with --method self-instruct (the default) for now")
@@ -104,6 +110,15 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
         config.passage_chars = config.passage_chars or passage_chars_for(
             config.corpus, weights, spec.max_model_len // 6)
         passages = load_corpus(config.corpus, max_chars=config.passage_chars)
+        corpus = corpus_record(config.corpus, passages)
+        changes = corpus_changes(previous["corpus"], corpus) if previous and \
+            previous.get("corpus") else []
+        if changes and not force:
+            raise SigenError(
+                f"the corpus {config.corpus} is not the one {store.root} was started on "
+                f"({'; '.join(changes)}): its passages differ, so the run cannot continue "
+                "where it stopped. Restore the corpus, write to another --output, or pass "
+                "--force to continue with the corpus as it is now.")
         chapters = len({(p.source, p.chapter_index) for p in passages})
         log(f"Corpus {config.corpus}: {len(passages)} passages of at most "
             f"{config.passage_chars} characters from {chapters} chapters.")
@@ -140,6 +155,8 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     def manifest(status: str) -> dict:
         built = build_manifest(config, spec, weights, engine, state, status,
                                time.perf_counter() - started, len(seed_tasks), previous or {})
+        if corpus is not None:
+            built["corpus"] = corpus
         return {**built, "stop_reason": outage} if outage and status == "interrupted" else built
 
     def finish(status: str) -> None:

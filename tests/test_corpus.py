@@ -267,3 +267,35 @@ def test_hongloumeng_has_120_chapters():
     assert passages[0].id == "hongloumeng-0001"
     assert all(len(p.text) <= 600 for p in passages)
     assert "\r" not in "".join(p.text for p in passages)
+
+
+def test_resume_refuses_a_changed_corpus(tmp_path):
+    """A run records its corpus (file hashes, passage fingerprint); resuming it on a corpus
+    that changed since is refused, naming what changed, before any model is loaded."""
+    import json
+    import shutil
+
+    from selfinstruct_local.corpus import corpus_changes, corpus_record
+    from tests.conftest import sigen
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "corpus_en", corpus)
+    record = corpus_record(corpus, load_corpus(corpus, max_chars=300))
+    assert corpus_changes(record, record) == []
+    assert set(record["files"]) == {"lighthouse.txt"} and record["passages"] > 1
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps(
+        {"status": "interrupted", "config": {"corpus": str(corpus), "passage_chars": 300},
+         "corpus": record}))
+    lighthouse = corpus / "lighthouse.txt"
+    lighthouse.write_text(lighthouse.read_text(encoding="utf-8") + "\nOne more line at the end.",
+                          encoding="utf-8")
+    (corpus / "extra.txt").write_text("Chapter 1\n\nA new story. " * 20, encoding="utf-8")
+    now = corpus_record(corpus, load_corpus(corpus, max_chars=300))
+    assert corpus_changes(record, now) == ["lighthouse.txt changed", "extra.txt is new"]
+    result = sigen("run", "--corpus", str(corpus), "--passage-chars", "300", "-o", str(run))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"the corpus {corpus} is not the one {run} was started on (lighthouse.txt changed; "\
+        "extra.txt is new)" in result.stderr
+    assert "--force" in result.stderr
