@@ -6,6 +6,7 @@ GPU count, weights) is checked before the engine spends a minute loading.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import platform
@@ -189,7 +190,9 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
                 if not stop.requested:
                     # The manifest says why the run ended (a server's refusal, a bug) rather
                     # than "running"; the same command resumes it once that is fixed.
-                    store.write_json(MANIFEST, {**manifest("failed"), "error": str(exc)[:1000]})
+                    with contextlib.suppress(SigenError):  # the disk may be what failed
+                        store.write_json(MANIFEST, {**manifest("failed"),
+                                                    "error": str(exc)[:1000]})
                     raise
             finally:
                 reporter.close()  # the display's last frame stays; what follows goes below

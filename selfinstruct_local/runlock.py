@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.runstore import writing
 
 LOCK_FILE = ".sigen.lock"
 _held: dict[Path, int] = {}  # run directory -> the open lock file (kept open: the lock lives)
@@ -41,7 +42,8 @@ def hold_run_lock(root: Path) -> None:
     root = Path(root).resolve()
     if root in _held:
         return
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    with writing(root / LOCK_FILE):
+        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -7,10 +7,12 @@ truncates the file back to its last complete line. A bad line anywhere else is a
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
@@ -23,10 +25,41 @@ MANIFEST = "manifest.json"
 DATA = "data.json"
 
 
+# Why a write fails when the machine, not sigen, is at fault: said in words a user can act on.
+STORAGE_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "no permission to write there",
+    errno.EPERM: "no permission to write there",
+    errno.EFBIG: "the file size limit is reached (ulimit -f)",
+    errno.EIO: "the disk reported an I/O error",
+}
+
+
+class StorageError(SigenError):
+    """A run file could not be written. Everything written before is intact (appends are
+    line-sized, other files are replaced atomically); the same command resumes the run."""
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        raise StorageError(
+            f"cannot write {path}: {STORAGE_ERRORS[exc.errno]} ({exc.strerror}). Nothing "
+            "written before is lost: free space or fix the folder, then run the same command "
+            "again to resume.") from None
+
+
 class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        with writing(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -35,7 +68,7 @@ class RunStore:
         lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         if not lines:
             return
-        with open(self.path(name), "a", encoding="utf-8") as handle:
+        with writing(self.path(name)), open(self.path(name), "a", encoding="utf-8") as handle:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
@@ -71,7 +104,7 @@ class RunStore:
                     "Remove or fix that line, or start a new run with another --output."
                 ) from None
             if not complete and repair:  # valid JSON, no newline: complete it for later appends
-                with open(path, "ab") as handle:
+                with writing(path), open(path, "ab") as handle:
                     handle.write(b"\n")
             rows.append(row)
             good_end += len(raw)
@@ -79,7 +112,7 @@ class RunStore:
 
     @staticmethod
     def _truncate(path: Path, size: int) -> None:
-        with open(path, "r+b") as handle:
+        with writing(path), open(path, "r+b") as handle:
             handle.truncate(size)
             handle.flush()
             os.fsync(handle.fileno())
@@ -110,6 +143,11 @@ def write_atomic(target: Path, data: bytes) -> None:
 
     A reader sees the old file or the new one, never half of one, whatever kills the process.
     """
+    with writing(target):
+        _write_atomic(target, data)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -4,6 +4,8 @@ killed in the middle of a run (the run stops resumably; the same command complet
 
 import json
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -103,3 +105,30 @@ def test_a_request_the_server_refuses_is_a_clear_error(tmp_path, vllm_server):
     assert "max_model_len=2048" in last  # the server's own words
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "HTTP 400" in manifest["error"]
+
+
+def test_a_write_failure_stops_cleanly_and_resumes(tmp_path, vllm_server):
+    """A file size limit (as a full disk would) stops the run with a message naming the file;
+    the manifest says why; the same command without the limit completes the run. (The openai
+    engine keeps vLLM's own large files, such as its shared memory, out of sigen's process.)"""
+    out = tmp_path / "run"
+    args = ["run", "--engine", "openai", "--base-url", vllm_server.base_url, "-n", "6",
+            "--batch-size", "4", "--seed", "2", "-o", str(out)]
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (12_000, 12_000))
+
+    limited = subprocess.run([sys.executable, "-m", "selfinstruct_local", *args], cwd=REPO,
+                             capture_output=True, text=True, timeout=900, preexec_fn=small_files)
+    assert limited.returncode == 2, limited.stderr[-3000:]
+    last = limited.stderr.strip().splitlines()[-1]
+    assert re.match(rf"error: cannot write {re.escape(str(out))}/\S+\.jsonl: the file size "
+                    r"limit is reached \(ulimit -f\)", last), last
+    assert "run the same command again to resume" in last
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "cannot write" in manifest["error"]
+
+    again = sigen(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    instructions, _ = check_run_directory(out, 6, engine="openai")
+    assert len({r["instruction"] for r in instructions}) == 6
