@@ -241,6 +241,7 @@ def engine_options(config: RunConfig, entry: EngineEntry, spec, reporter: Report
     return EngineOptions(
         seed=config.seed, gpus=gpus, tensor_parallel=tensor_parallel, base_urls=urls,
         api_key=api_key, concurrency=config.concurrency or DEFAULT_CONCURRENCY,
+        batch_size=config.batch_size or 16,  # the transformers engine's forward batch
         server_timeout=config.server_timeout or DEFAULT_SERVER_TIMEOUT, log=reporter.notice)
 
 

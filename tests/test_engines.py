@@ -44,3 +44,25 @@ def test_generate_a_batch(engine):
 def test_seeded_sampling_is_reproducible(engine):
     request = Request(prompt="Invent a name for a cat.", max_tokens=12, temperature=1.0, seed=5)
     assert engine.generate([request])[0].text == engine.generate([request])[0].text
+
+
+def test_per_request_seeds_whatever_the_batch(engine):
+    """A sampled request's text follows from its own seed, not from its place in the batch."""
+    cat5 = Request(prompt="Invent a name for a cat.", max_tokens=12, temperature=1.0, seed=5)
+    dog = Request(prompt="Invent a name for a dog.", max_tokens=12, temperature=1.0, seed=6,
+                  top_p=0.9)
+    cat7 = Request(prompt="Invent a name for a cat.", max_tokens=12, temperature=1.0, seed=7)
+    forward = [c.text for c in engine.generate([cat5, dog, cat7])]
+    backward = [c.text for c in engine.generate([cat7, dog, cat5])]
+    assert forward == backward[::-1]
+    assert forward[0] != forward[2]  # the same prompt with another seed
+
+
+def test_batch_size_is_the_forward_batch(smollm2):
+    eng = load_engine("transformers", smollm2, EngineOptions(gpus=0, seed=7, batch_size=2))
+    try:
+        assert eng.batch_size == 2
+        requests = [Request(prompt=f"Say the number {i}.", max_tokens=4) for i in range(3)]
+        assert len(eng.generate(requests)) == 3  # two forward batches: 2 + 1
+    finally:
+        eng.close()

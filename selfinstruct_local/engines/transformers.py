@@ -1,7 +1,8 @@
 """transformers engine: the fallback where vLLM is not installed. Batched, left-padded `generate`.
 
-Requests with the same sampling settings are generated together in chunks of `batch_size`; stop
-strings end a sequence (and are cut from the text, as vLLM does).
+Requests with the same sampling settings are generated together in chunks of `batch_size`
+(`--batch-size`, default 16); stop strings end a sequence (and are cut from the text, as vLLM
+does); each request samples with its own seed (PerRequestSampler).
 """
 
 from __future__ import annotations
@@ -74,22 +75,24 @@ class TransformersEngine:
     def _generate_chunk(self, requests: list[Request]) -> list[Completion]:
         torch = self._torch
         first = requests[0]
-        # One seed per chunk: the first request's. Same inputs and seeds give the same outputs.
-        torch.manual_seed(first.seed if first.seed is not None else self.seed)
         prompts = [self.render(r) for r in requests]
         # The chat template already holds the special tokens; do not add a second BOS.
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(self.device)
-        sampling = first.temperature > 0
         kwargs: dict[str, object] = {
             "max_new_tokens": first.max_tokens,
-            "do_sample": sampling,
+            "do_sample": False,
             "pad_token_id": self.tokenizer.pad_token_id,
+            "temperature": None, "top_p": None, "top_k": None,
         }
-        if sampling:
-            kwargs.update(temperature=first.temperature, top_p=first.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if first.temperature > 0:
+            # Sampling with each request's own seed: greedy decoding over logits from which
+            # the sampler has already picked the row's token (see PerRequestSampler).
+            from transformers import LogitsProcessorList
+
+            seeds = [r.seed if r.seed is not None else self.seed for r in requests]
+            kwargs["logits_processor"] = LogitsProcessorList([PerRequestSampler(
+                torch, seeds, first.temperature, first.top_p, self.device)])
         if first.stop:
             kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
         with torch.inference_mode():
@@ -119,6 +122,35 @@ class TransformersEngine:
 
     def close(self, wait: bool = True) -> None:
         self.model = None
+
+
+class PerRequestSampler:
+    """Samples each row of a batch with its own torch.Generator, seeded by its request, after
+    temperature and nucleus (top-p) filtering, and returns logits that leave only that token
+    (greedy decoding then takes it). A request's tokens thus follow from its own seed, wherever
+    it sits in the batch and whatever its neighbours are, as with vLLM's per-request seeds."""
+
+    def __init__(self, torch, seeds: list[int], temperature: float, top_p: float,
+                 device: str) -> None:
+        self.torch = torch
+        self.temperature = temperature
+        self.top_p = top_p
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        torch = self.torch
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            # Keep the smallest set of top tokens whose mass reaches top_p (at least one).
+            drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.top_p
+            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        picked = torch.full_like(scores, float("-inf"))
+        for row, generator in enumerate(self.generators):
+            token = torch.multinomial(probs[row], 1, generator=generator)
+            picked[row, token] = 0.0
+        return picked
 
 
 def _sampling_key(r: Request) -> tuple:
