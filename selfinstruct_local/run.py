@@ -132,7 +132,7 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
         log(f"Resuming {store.root}: {state.accepted} instructions done, "
             f"{len(state.in_flight)} in flight, round {state.round}.")
 
-    log(f"Loading {spec.name} with the {config.engine} engine {where_it_runs(options, entry)}"
+    log(f"Loading {spec.name} with the {config.engine} engine {where_it_runs(options)}"
         " ...")
     try:
         engine = entry.load(spec, replace(options, server_log=store.root / "server.log"))
@@ -258,15 +258,15 @@ def local_weights(spec, entry: EngineEntry, log) -> Path | None:
     """The checkpoint on this machine: required by local engines; for a server, used when
     present (its tokenizer renders prompts and measures passages), and prepared when it comes
     from an installed package."""
-    if entry.local_weights:
-        return ensure_weights(spec, log=log)
     try:
         return ensure_weights(spec, log=log)
     except SigenError:
+        if entry.local_weights:
+            raise
         return None
 
 
-def where_it_runs(options: EngineOptions, entry: EngineEntry) -> str:
+def where_it_runs(options: EngineOptions) -> str:
     if options.base_urls:
         return f"on {', '.join(public_url(u) for u in options.base_urls)}"
     if not options.gpus:

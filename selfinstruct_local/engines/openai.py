@@ -109,7 +109,7 @@ class ReplicaPool:
         self.log = log
         self.clock = clock
         self.failing_since: float | None = None  # first failure since the last answer
-        self._changed: asyncio.Event | None = None  # a slot or a server freed
+        self._changed = asyncio.Event()  # set when a slot or a server frees up
 
     @property
     def dropped(self) -> int:
@@ -133,8 +133,6 @@ class ReplicaPool:
     async def acquire(self) -> Replica:
         """A slot on the live server with the fewest requests in flight; waits for one.
         (No lock: between the check and the increment nothing else runs on this loop.)"""
-        if self._changed is None:
-            self._changed = asyncio.Event()
         while True:
             self.check_outage()
             now = self.clock()
@@ -158,8 +156,7 @@ class ReplicaPool:
             self.succeeded(replica)
         else:
             self.failed(replica, failure)
-        if self._changed is not None:
-            self._changed.set()
+        self._changed.set()
 
     def succeeded(self, replica: Replica) -> None:
         if replica.outages:
