@@ -165,10 +165,10 @@ class LogReporter(Reporter):
     def update(self, snap: Snapshot) -> None:
         super().update(snap)
         now = self.clock()
-        if self.view is not None and now - self._last_line > LINE_GAP:
-            running = ", ".join(f"{s} {n}" for s, _, _, n in snap.stages if n)
+        running = ", ".join(f"{s} {n}" for s, _, _, n in snap.stages if n)
+        if running and self.view is not None and now - self._last_line > LINE_GAP:
             self._print(f"round {snap.round}: {snap.accepted}/{self._target} accepted, "
-                        f"requests in flight: {running or 'none'}, "
+                        f"requests in flight: {running}, "
                         f"elapsed {clock(self.view.elapsed(now))}")
 
     def round_finished(self, snap: Snapshot) -> None:

@@ -165,6 +165,10 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
         if corpus is not None:
             built["corpus"] = corpus
         built["determinism"] = determinism(stream.ordered)
+        # From the first request to the end of the work, added over resumed processes: the
+        # time behind tokens per second (the model load excluded).
+        built["generation_seconds"] = round(
+            (previous or {}).get("generation_seconds", 0.0) + loop.generation_seconds, 2)
         return {**built, "stop_reason": outage} if outage and status == "interrupted" else built
 
     def finish(status: str) -> None:
@@ -179,10 +183,10 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
             return
         store.write_json(MANIFEST, {**manifest(status), "summary": summary})
 
-    store.write_json(MANIFEST, manifest("running"))
     stop = StopRequest(reporter.notice)
     loop = Loop(ctx, method, stream, batch_size, progress=reporter, stop=stop,
                 checkpoint=lambda: store.write_json(MANIFEST, manifest("running")))
+    store.write_json(MANIFEST, manifest("running"))
     reporter.attach(store.root, config.num_instructions, loop.snapshot())
     status, closed = None, False
     try:

@@ -84,33 +84,29 @@ class VLLMEngine:
     def render(self, request: Request) -> str:
         return render_prompt(self.tokenizer, self.spec.prompt_format, request)
 
+    def params(self, r: Request):  # -> vllm.SamplingParams
+        return self._vllm.SamplingParams(
+            max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p,
+            stop=list(r.stop) or None, seed=r.seed if self.per_request_seeds else None)
+
     def generate(self, requests: list[Request]) -> list[Completion]:
         if not requests:
             return []
-        params = [
-            self._vllm.SamplingParams(
-                max_tokens=r.max_tokens,
-                temperature=r.temperature,
-                top_p=r.top_p,
-                stop=list(r.stop) or None,
-                seed=r.seed if self.per_request_seeds else None,
-            )
-            for r in requests
-        ]
         prompts = [self.render(r) for r in requests]
         start = time.perf_counter()
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        completions = [
-            Completion(
-                text=out.outputs[0].text,
-                finish_reason="length" if out.outputs[0].finish_reason == "length" else "stop",
-                prompt_tokens=len(out.prompt_token_ids or []),
-                completion_tokens=len(out.outputs[0].token_ids),
-            )
-            for out in outputs
-        ]
+        outputs = self.llm.generate(prompts, [self.params(r) for r in requests], use_tqdm=False)
+        completions = [_completion(out) for out in outputs]
         self.stats.add(completions, time.perf_counter() - start)
         return completions
+
+    def stream(self, capacity: int):  # -> VLLMStream | BatchStream
+        """Requests added to vLLM's engine as they are submitted, collected as each finishes
+        (vLLM's own scheduler keeps its batch full); batches where this vLLM lacks `enqueue`."""
+        if not hasattr(self.llm, "enqueue") or os.environ.get("SIGEN_VLLM_BATCHES"):
+            from selfinstruct_local.engines.stream import BatchStream
+
+            return BatchStream(self, capacity)
+        return VLLMStream(self, capacity)
 
     def close(self, wait: bool = True) -> None:
         """Shut the engine core process down now rather than at interpreter exit (which waits
@@ -132,3 +128,58 @@ class VLLMEngine:
         reaper, self._reaper = getattr(self, "_reaper", None), None
         if reaper is not None:
             os.close(reaper)  # the watchdog wakes up, finds nothing left, and exits
+
+
+def _completion(out) -> Completion:  # out: vllm.RequestOutput
+    first = out.outputs[0]
+    return Completion(text=first.text,
+                      finish_reason="length" if first.finish_reason == "length" else "stop",
+                      prompt_tokens=len(out.prompt_token_ids or []),
+                      completion_tokens=len(first.token_ids))
+
+
+class VLLMStream:
+    """Submitted requests go into vLLM's engine at once (`LLM.enqueue`); `collect` runs engine
+    steps until some finish. Which requests share a step then depends on timing, so the order
+    completions come back in is not fixed by the run (the manifest says so)."""
+
+    ordered = False
+    blocking = False
+
+    def __init__(self, engine: VLLMEngine, capacity: int) -> None:
+        self.engine = engine
+        self.capacity = max(1, capacity)
+        self._keys: dict[str, int] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._keys)
+
+    def submit(self, key: int, request: Request) -> None:
+        engine = self.engine
+        [request_id] = engine.llm.enqueue([engine.render(request)], [engine.params(request)],
+                                          use_tqdm=False)
+        self._keys[_external(request_id)] = key
+
+    def collect(self) -> list[tuple[int, Completion]]:
+        if not self._keys:
+            return []
+        start = time.perf_counter()
+        finished: list[tuple[int, Completion]] = []
+        llm_engine = self.engine.llm.llm_engine
+        while not finished:
+            if not llm_engine.has_unfinished_requests():
+                raise RuntimeError(f"vLLM has no request left but {len(self._keys)} of sigen's "
+                                   "never came back")
+            for out in llm_engine.step():
+                key = self._keys.pop(_external(out.request_id), None) if out.finished else None
+                if key is not None:
+                    finished.append((key, _completion(out)))
+        self.engine.stats.add([c for _, c in finished], time.perf_counter() - start)
+        return finished
+
+
+def _external(request_id: str) -> str:
+    """The id `LLM.enqueue` gave a request, as its outputs carry it: vLLM may return the
+    internal form, the counter's value plus "-" and 8 random characters."""
+    return request_id.split("-", 1)[0]

@@ -69,6 +69,9 @@ class Loop:
         self.last_checkpoint = time.monotonic()
         self.rounds_done = self.state.round
         self.no_more_sources: str | None = None  # why new tasks are no longer asked for
+        self.reported_accepted = -1  # accepted count in the last round line
+        self.first_sent: float | None = None  # when this process sent its first request
+        self.finished_at: float | None = None
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -92,11 +95,13 @@ class Loop:
                 finished = self.stream.collect()
             for key, completion in finished:
                 self._handle(self.jobs.pop(key), completion)
+        self.finished_at = time.perf_counter()
         self.store.flush()
         if self.no_more_sources and self.state.accepted < self.target:
             self.progress.log(self.no_more_sources)
         self.checkpoint()
-        self.progress.round_finished(self.snapshot())
+        if self.state.accepted != self.reported_accepted:  # the last line shows the end
+            self.progress.round_finished(self.snapshot())
 
     def _fill(self) -> None:
         while self.stream.in_flight < self.stream.capacity:
@@ -143,6 +148,8 @@ class Loop:
         else:
             request = self.method.steps[job.step].build(self.ctx, job.task, job.attempt)
         self.keys += 1
+        if self.first_sent is None:
+            self.first_sent = time.perf_counter()
         self.jobs[self.keys] = job
         self.state.counts[f"{job.stage}_requests"] += 1
         self.stream.submit(self.keys, request)
@@ -221,6 +228,13 @@ class Loop:
         self.store.append(INSTRUCTIONS, [final])
         self.state.add_final(final, len(kept))
 
+    @property
+    def generation_seconds(self) -> float:
+        """From this process's first request to the end of its work (or now)."""
+        if self.first_sent is None:
+            return 0.0
+        return (self.finished_at or time.perf_counter()) - self.first_sent
+
     # -- checkpoints and progress ---------------------------------------------------------
     def _round_done(self, round_: int) -> None:
         """After each round's last source answer (and every CHECKPOINT_SECONDS): flush the
@@ -232,19 +246,20 @@ class Loop:
         self.store.flush()
         self.checkpoint()
         self.last_checkpoint = now
-        if answered % self.batch_size == 0:
-            self.progress.round_finished(self.snapshot())
+        if answered % self.batch_size == 0:  # round (answered // batch_size) is answered
+            self.reported_accepted = self.state.accepted
+            self.progress.round_finished(self.snapshot(answered // self.batch_size))
 
     def _report(self) -> None:
         self.progress.update(self.snapshot())
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, round_: int | None = None) -> Snapshot:
         counts = self.state.counts
         running: dict[str, int] = {}
         for job in self.jobs.values():
             running[job.stage] = running.get(job.stage, 0) + 1
         return Snapshot(
-            round=self.state.round,
+            round=round_ or self.state.round,
             accepted=self.state.accepted,
             rejected=tuple(self.state.reject_reasons.most_common()),
             dropped=tuple(self.state.instance_rejects.most_common()),
