@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from selfinstruct_local.engines.enginelog import ENGINE_LOG
 from selfinstruct_local.models import ModelSpec
 
 
@@ -70,11 +71,21 @@ class EngineOptions:
     server_timeout: float = DEFAULT_SERVER_TIMEOUT
     batch_size: int = 16  # the transformers engine's own forward batch
     log: Callable[[str], None] = print  # notices (a replica dropped, a server waited for)
-    server_log: Path | None = None  # where a vllm serve that sigen starts writes its output
+    # The engine's own output (vLLM's logs and warnings, a vllm serve's output): the run's
+    # engine.log. `server_log`, the older name that run.py still passes (RUN/server.log),
+    # stands for the run directory: engine.log goes beside it (see `engine_log_path`).
+    engine_log: Path | None = None
+    server_log: Path | None = None
 
     @property
     def replicas(self) -> int:
         return max(1, self.gpus // max(1, self.tensor_parallel))
+
+    @property
+    def engine_log_path(self) -> Path | None:
+        if self.engine_log is not None:
+            return self.engine_log
+        return self.server_log.with_name(ENGINE_LOG) if self.server_log is not None else None
 
 
 class Engine(Protocol):
