@@ -162,6 +162,19 @@ def test_card_language_and_license_from_the_registry(tmp_path):
     assert "| sampling | temperature 1.0, top_p 0.5 |" in text  # the run's --top-p wins
 
 
+def test_card_license_from_the_checkpoint_card(tmp_path):
+    run_dir = make_run(tmp_path / "run")
+    checkpoint = tmp_path / "my-model"
+    checkpoint.mkdir()
+    (checkpoint / "README.md").write_text("---\nlicense: mit\nlanguage: [en]\n---\n# My model\n")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["model"] = {"name": "my-model", "path": str(checkpoint)}  # not a registry name
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    card = export(run_dir, "jsonl").card
+    assert front_matter(card)["license"] == "mit"
+    assert "`mit`, from the model checkpoint's own card" in card.read_text(encoding="utf-8")
+
+
 def test_size_categories():
     assert [size_category(n) for n in (0, 999, 1000, 9999, 10_000, 52_002, 999_999,
                                        1_000_000, 10**13)] == [
