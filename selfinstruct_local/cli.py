@@ -268,18 +268,37 @@ def export(
     run_dir: RunDir,
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="alpaca (JSON list of instruction/input/output), sharegpt "
-        "(JSON list of conversations, for FastChat, LLaMA-Factory, axolotl) or jsonl "
-        "(one object per line, with instruction_id).")],
+        "(JSON list of conversations, for FastChat, LLaMA-Factory, axolotl), jsonl (one object "
+        "per line, with instruction_id), messages (one {\"messages\": [...]} per line, "
+        "OpenAI's chat format) or parquet (the jsonl columns).")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="File to write. Default: DIR/export.FORMAT.json "
-        "(DIR/export.jsonl for jsonl).", dir_okay=False)] = None,
+        "--output", "-o", help="File to write. Default: DIR/export.FORMAT.json for alpaca and "
+        "sharegpt, DIR/export.jsonl, DIR/export.messages.jsonl, DIR/export.parquet.",
+        dir_okay=False)] = None,
+    system: Annotated[str | None, typer.Option(
+        help="A system prompt for every example: a first system message (messages), a "
+        "'system' key (sharegpt) or a 'system' column (alpaca, jsonl, parquet).")] = None,
+    card: Annotated[bool, typer.Option(
+        "--card/--no-card", help="Write the dataset card README.md beside the file (never over "
+        "a README.md that sigen did not write).")] = True,
+    llama_factory: Annotated[bool, typer.Option(
+        "--llama-factory", help="Add the file's entry to dataset_info.json beside it (created "
+        "if missing; other entries are kept), so LLaMA-Factory's dataset_dir can be that "
+        "folder.")] = False,
+    dataset_name: Annotated[str | None, typer.Option(
+        help="Name of the dataset_info.json entry. Default: the run directory's name.")] = None,
 ) -> None:
     """Write a run's instruction data in a format that fine-tuning tools read."""
-    from selfinstruct_local.export import export_rows
+    from selfinstruct_local.export import export as export_data
 
     _note_if_being_written(run_dir)
-    path, count = export_rows(run_dir, fmt, output)
-    print(f"{count} examples ({fmt.strip().lower()}) -> {path}")
+    done = export_data(run_dir, fmt, output, system=system, card=card,
+                       llama_factory=llama_factory, dataset_name=dataset_name)
+    print(f"{done.rows} examples ({done.fmt}) -> {done.path}")
+    if done.card is not None:
+        print(f"dataset card -> {done.card}")
+    if done.dataset_info is not None:
+        print(f"dataset_info.json entry {done.dataset_name!r} -> {done.dataset_info}")
 
 
 def _note_if_being_written(run_dir: Path) -> None:

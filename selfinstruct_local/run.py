@@ -37,6 +37,7 @@ from selfinstruct_local.engines.base import (
     DEFAULT_SERVER_TIMEOUT,
     EngineOptions,
 )
+from selfinstruct_local.engines.enginelog import ENGINE_LOG
 from selfinstruct_local.engines.gpus import check_gpus, plan_parallelism
 from selfinstruct_local.engines.openai import parse_base_urls, public_url
 from selfinstruct_local.engines.stream import open_stream
@@ -139,7 +140,7 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     log(f"Loading {spec.name} with the {config.engine} engine {where_it_runs(options)}"
         " ...")
     try:
-        engine = entry.load(spec, replace(options, server_log=store.root / "server.log"))
+        engine = entry.load(spec, replace(options, engine_log=store.root / ENGINE_LOG))
     except ServerUnavailable as exc:
         raise SigenError(f"{exc}. Check that the server is up and --base-url is right "
                          "(it ends in /v1), then run the same command again.") from None

@@ -23,6 +23,7 @@ from selfinstruct_local.engines.base import (
     cpu_dtype,
     render_prompt,
 )
+from selfinstruct_local.engines.enginelog import log_size, logger_to, output_to, start_failure
 from selfinstruct_local.engines.reaper import guard
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ModelSpec
@@ -41,15 +42,35 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, spec: ModelSpec, options: EngineOptions) -> None:
-        gpus, seed = options.gpus, options.seed
-        # Defaults that keep the CPU build small and quiet; a user's own settings win.
+        self.log_path = options.engine_log
+        # Defaults that keep the CPU build small and quiet; a user's own settings win. With a
+        # run's engine.log, vLLM's start-up lines are worth keeping there.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        if self.log_path is None:
+            os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        start = time.perf_counter()
+        log_start = log_size(self.log_path)
+        try:
+            # vLLM prints at import, and its engine-core process inherits the descriptors
+            # that are current when it starts: both happen inside this window (enginelog.py).
+            with output_to(self.log_path):
+                self._start(spec, options)
+        except SigenError:
+            raise
+        except Exception as exc:
+            raise SigenError(start_failure("vLLM", self.log_path, log_start,
+                                           f"{type(exc).__name__}: {exc}".rstrip(": "))) from exc
+        logger_to("vllm", self.log_path)  # what it logs from this process from now on
+        self.stats.load_seconds = time.perf_counter() - start
+
+    def _start(self, spec: ModelSpec, options: EngineOptions) -> None:
         try:
             import vllm
         except ImportError:
             raise SigenError(VLLM_MISSING) from None
+
+        gpus, seed = options.gpus, options.seed
         self.spec = spec
         self.stats = EngineStats()
         self._vllm = vllm
@@ -70,14 +91,12 @@ class VLLMEngine:
         # Either way runs are alike, not byte-identical: batches form by timing (see README).
         self.per_request_seeds = gpus > 0
         self.stats.extra["per_request_seeds"] = self.per_request_seeds
-        start = time.perf_counter()
         before = set(multiprocessing.active_children())
         self.llm = vllm.LLM(**kwargs)
         # The engine's own processes (engine core), to end them when shutting down is cut short.
         self._processes = [p for p in multiprocessing.active_children() if p not in before]
         # If sigen itself is killed, a watchdog ends them (see reaper.py).
         self._reaper = guard([p.pid for p in self._processes if p.pid])
-        self.stats.load_seconds = time.perf_counter() - start
         self.stats.extra["vllm_version"] = vllm.__version__
         self.tokenizer = self.llm.get_tokenizer()
 
@@ -119,7 +138,8 @@ class VLLMEngine:
             getattr(engine, "engine_core", None), "shutdown", None
         )
         if wait and callable(shutdown):
-            with contextlib.suppress(Exception):  # best effort: the process is exiting anyway
+            # Best effort: the process is exiting anyway; what it prints goes to engine.log.
+            with output_to(getattr(self, "log_path", None)), contextlib.suppress(Exception):
                 shutdown()
         for process in getattr(self, "_processes", []):
             if process.is_alive():
