@@ -83,4 +83,5 @@ def answered(ctx: Context, task: dict, c: Completion) -> bool:
     found = [Instance(task["input"], parse_answer(ctx.prompts, c.text, c.finish_reason))]
     checks = answer_copy_checks(ctx.prompts, task["instruction"])
     task["instances"] = ctx.keep_instances(task, found, **checks)
+    task["is_classification"] = False  # reading tasks, answered in prose
     return bool(task["instances"])
