@@ -403,7 +403,12 @@ class OpenAIStream:
                                                return_when=asyncio.FIRST_COMPLETED))
         finally:
             engine._update_counts()
-        finished = [(self._tasks.pop(task), task.result()) for task in done]  # raises a failure
+        # Every failure is looked at (asyncio would print the others' tracebacks at exit); the
+        # first is raised.
+        failures = [exc for task in done if not task.cancelled() and (exc := task.exception())]
+        if failures:
+            raise failures[0]
+        finished = [(self._tasks.pop(task), task.result()) for task in done]
         engine.stats.add([c for _, c in finished], time.perf_counter() - start)
         return finished
 
