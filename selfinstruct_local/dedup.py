@@ -126,6 +126,7 @@ class NearDupIndex:
         # it is small, so small runs get exact figures.
         self._sample = np.zeros(0, dtype=np.int64)
         self._sample_strings: list[str] = []  # their coded strings, at hand for one C call
+        self._sample_set: set[int] = set()
         self._sample_rng = random.Random(0)
 
     def __len__(self) -> int:
@@ -176,9 +177,12 @@ class NearDupIndex:
         if len(self._sample) < POOL_SAMPLE:
             self._sample = np.append(self._sample, item)
             self._sample_strings.append(coded)
+            self._sample_set.add(item)
         elif (slot := self._sample_rng.randrange(item + 1)) < POOL_SAMPLE:
+            self._sample_set.discard(int(self._sample[slot]))
             self._sample[slot] = item
             self._sample_strings[slot] = coded
+            self._sample_set.add(item)
         return item
 
     def add(self, text: str) -> int:
@@ -239,24 +243,28 @@ class NearDupIndex:
         coded, elems = self._encode(text)
         if not self._texts or k <= 0:
             return [], 0.0
-        keep = self._sample != exclude
-        sample = self._sample[keep]
+        sample, sampled = self._sample, self._sample_set
         shared = self._index.sharing(len(coded), self._index.keys(elems),
                                      NEIGHBOUR_CANDIDATES) if coded else []
-        sampled = set(sample.tolist())
-        extra = np.array([i for i in shared if i != exclude and i not in sampled], dtype=np.int64)
-        ids = np.concatenate([sample, extra])
-        if not len(ids):
-            return [], 0.0
+        extra = [i for i in shared if i not in sampled]
+        ids = np.concatenate([sample, np.array(extra, dtype=np.int64)])
         strings = self._index.strings
-        choices = [s for s, kept in zip(self._sample_strings, keep.tolist(), strict=True) if kept]
-        scores = self._scores(coded, ids, choices + [strings[i] for i in extra.tolist()])
-        k = min(k, len(ids))
+        choices = self._sample_strings + [strings[i] for i in extra]
+        scores = self._scores(coded, ids, choices)
+        in_sample = np.ones(len(ids), dtype=bool)
+        in_sample[len(sample):] = False
+        if exclude is not None:
+            left_out = ids == exclude
+            in_sample &= ~left_out
+            scores[left_out] = -1.0  # never among the top
+        k = min(k, int((scores >= 0).sum()))
+        if k <= 0:
+            return [], 0.0
         best = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
         kth = scores[best].min()
         tied = np.flatnonzero(scores >= kth)  # all of them, so ties go to the lower id
         top = tied[np.lexsort((ids[tied], -scores[tied]))[:k]]
-        mean = float(scores[: len(sample)].mean()) if len(sample) else 0.0
+        mean = float(scores[in_sample].mean()) if in_sample.any() else 0.0
         return [(int(ids[j]), float(scores[j])) for j in top], mean
 
     def _scores(self, coded: str, ids: np.ndarray, choices: list[str]) -> np.ndarray:

@@ -205,9 +205,10 @@ class PrefixIndex:
 
     def sharing(self, m: int, keys: list[int], limit: int) -> list[int]:
         """Up to ``limit`` distinct items that share an element of a length-m query's probed
-        prefix, with no position or count filter: every item that can reach the threshold is
-        among them (while under the limit), and so are most of the query's close neighbours,
-        since the prefix holds its rarest elements. For reporting, not for decisions."""
+        prefix, rarest elements first, with no position or count filter: every item that can
+        reach the threshold is among them (while under the limit), and so are most of the
+        query's close neighbours, since the prefix holds its rarest elements. For reporting,
+        not for decisions."""
         found: dict[int, None] = {}
         for key in keys[: self.prefix_len(m)]:
             for lists in (self._head, self._tail):
