@@ -20,6 +20,8 @@ Algorithm, per .txt file:
    passage under `min_chars` shares text with the one before it.
 
 `PassageSampler` hands passages out in a seeded shuffle that uses each once before any repeats.
+`select_chapters` narrows the passages to the chapters a user asks for (`--chapters 81-120`)
+before they go to the sampler, so the draw covers every passage of those chapters first.
 """
 
 from __future__ import annotations
@@ -418,29 +420,117 @@ def fingerprint(passages: list[Passage]) -> str:
     return digest.hexdigest()[:16]
 
 
-def corpus_record(path: str | Path, passages: list[Passage]) -> dict:
+_CHAPTER_RANGE = re.compile(r"^\s*(?P<first>[0-9]+)\s*(?:[-~–—]\s*(?P<last>[0-9]+)\s*)?$")
+_CHAPTERS_FORM = ("write a chapter (7), a range (81-120) or a comma-separated list "
+                  "(1-5,81-120)")
+
+
+def parse_chapters(spec: str) -> list[tuple[int, int]]:
+    """A `--chapters` value ("81-120", "1-5,81-120", "7") as sorted (first, last) ranges,
+    inclusive, with overlapping and adjacent ranges merged: "81-100,101-120" is [(81, 120)].
+
+    Full-width digits and marks (８１－１２０，１) read as their ASCII forms (NFKC), and "~"
+    or an en dash may join a range, since Chinese input methods type those by default.
+    """
+    text = unicodedata.normalize("NFKC", spec).replace("、", ",")
+    if not text.strip():
+        raise SigenError(f"--chapters is empty; {_CHAPTERS_FORM}")
+    ranges = []
+    for part in text.split(","):
+        match = _CHAPTER_RANGE.match(part)
+        if not match:
+            raise SigenError(
+                f"--chapters {spec!r}: {part.strip()!r} is not a chapter number or range; "
+                f"{_CHAPTERS_FORM}")
+        first, last = int(match["first"]), int(match["last"] or match["first"])
+        if first < 1:
+            raise SigenError(f"--chapters {spec!r}: chapters are numbered from 1 (第一回 is 1)")
+        if first > last:
+            raise SigenError(f"--chapters {spec!r}: the range {first}-{last} is backwards; "
+                             f"write {last}-{first}")
+        ranges.append((first, last))
+    return _merged(ranges)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Ranges sorted, with overlapping and adjacent ones joined: one spelling per selection."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(last, merged[-1][1]))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def format_chapters(ranges: list[tuple[int, int]]) -> str:
+    """The canonical spelling of chapter ranges ("1-5,81-120"): what a run records and compares."""
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def select_chapters(passages: list[Passage], ranges: list[tuple[int, int]]) -> list[Passage]:
+    """The passages of the chapters in `ranges` (by `chapter_index`, 1 for the first chapter
+    with text), in reading order. In a folder corpus each file numbers its chapters from 1, so
+    a range selects those chapters of every file.
+
+    A corpus without chapter headings, or a range that holds no passage, is an error that says
+    which chapters there are: a typo in a range would otherwise draw from fewer chapters than
+    asked for, unnoticed.
+    """
+    found = sorted({(p.source, p.chapter_index) for p in passages if p.chapter_index > 0})
+    numbers = sorted({index for _, index in found})
+    wanted = format_chapters(ranges)
+    if not numbers:
+        raise SigenError(
+            f"--chapters {wanted}: the corpus has no chapter headings (lines such as 第一回, "
+            "第1章 or Chapter 1): 0 chapters found, so there is nothing to choose from; leave "
+            "out --chapters to draw from the whole text")
+    files = len({source for source, _ in found})
+    where = f" in {files} files, numbered within each file" if files > 1 else ""
+    spans = format_chapters(_merged([(n, n) for n in numbers]))
+    have = f"it has {len(found)} chapters{where} ({spans})"
+    for first, last in ranges:
+        if not any(first <= n <= last for n in numbers):
+            span = str(first) if first == last else f"{first}-{last}"
+            raise SigenError(f"--chapters {wanted}: the corpus has no passage in chapter "
+                             f"{span}; {have}")
+    return [p for p in passages if any(a <= p.chapter_index <= b for a, b in ranges)]
+
+
+def corpus_record(path: str | Path, passages: list[Passage],
+                  chapters: list[tuple[int, int]] | None = None) -> dict:
     """What a run saves about its corpus, to tell on resume whether it is still the same: each
-    file's content hash, and the fingerprint of the passages cut from them."""
+    file's content hash, the fingerprint of all the passages cut from them, and the chapters
+    the run draws from (`--chapters`; absent: all of them)."""
     files, _ = corpus_files(path)
     root = Path(path)
-    return {
+    record = {
         "fingerprint": fingerprint(passages),
         "passages": len(passages),
         "files": {(f.relative_to(root).as_posix() if root.is_dir() else f.name):
                   hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files},
     }
+    if chapters:
+        record["chapters"] = format_chapters(chapters)
+    return record
 
 
 def corpus_changes(saved: dict, now: dict) -> list[str]:
     """How the corpus differs from the one a run was started on (empty: the same)."""
+    changes = []
+    if saved.get("chapters") != now.get("chapters"):
+        # Another choice of chapters draws other passages: the sampler's position means
+        # nothing in the new list, and the data would mix two parts of the book.
+        changes.append(f"--chapters {now.get('chapters') or 'not given (all chapters)'} "
+                       f"instead of {saved.get('chapters') or 'all chapters'}")
     if saved.get("fingerprint") == now["fingerprint"]:
-        return []
+        return changes
     old, new = saved.get("files") or {}, now["files"]
-    changes = [f"{name} changed" for name in sorted(old.keys() & new.keys())
-               if old[name] != new[name]]
-    changes += [f"{name} is new" for name in sorted(new.keys() - old.keys())]
-    changes += [f"{name} is gone" for name in sorted(old.keys() - new.keys())]
-    if not changes:  # the same files cut differently (another splitter or passage length)
-        changes.append(f"the same files now make {now['passages']} passages, "
-                       f"not {saved.get('passages', '?')}")
-    return changes
+    files = [f"{name} changed" for name in sorted(old.keys() & new.keys())
+             if old[name] != new[name]]
+    files += [f"{name} is new" for name in sorted(new.keys() - old.keys())]
+    files += [f"{name} is gone" for name in sorted(old.keys() - new.keys())]
+    if not files:  # the same files cut differently (another splitter or passage length)
+        files.append(f"the same files now make {now['passages']} passages, "
+                     f"not {saved.get('passages', '?')}")
+    return changes + files

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from selfinstruct_local.corpus import Passage
+from selfinstruct_local.errors import SigenError
 from selfinstruct_local.pipeline.filters import filter_instances
 from selfinstruct_local.pipeline.grounded import (
     KINDS_PER_PASSAGE,
@@ -18,6 +19,7 @@ from selfinstruct_local.pipeline.grounded import (
     copies_kind,
     parse_answer,
     parse_grounded_task,
+    parse_kinds,
 )
 from selfinstruct_local.prompts import load_prompts
 from selfinstruct_local.seeds import Instance
@@ -30,13 +32,44 @@ PASSAGE = Passage(id="hlm-0001", source="hlm.txt", chapter="第一回", chapter_
 def test_grounded_prompt_carries_the_passage_and_the_kind(lang, prefix):
     prompts = load_prompts(lang)
     assert set(prompts.grounded_kinds) == {"plot", "character", "summary", "allusion", "modern",
-                                           "continuation"}
+                                           "continuation", "expansion", "inner_voice"}
     for kind, description in prompts.grounded_kinds.items():
         req = build_grounded_request(prompts, PASSAGE, kind, seed=1)
         assert PASSAGE.text in req.prompt and description in req.prompt
         # The passage opens the prompt: requests about one passage share a cacheable prefix.
         assert req.prompt.index(PASSAGE.text) < req.prompt.index(description)
         assert req.assistant_prefix == prefix and req.stop == ("\n",)
+
+
+def test_both_languages_have_the_same_kinds_and_generic_ones_among_them():
+    zh, en = load_prompts("zh"), load_prompts("en")
+    assert list(zh.grounded_kinds) == list(en.grounded_kinds)
+    assert zh.generic_ok == en.generic_ok and zh.generic_ok <= set(zh.grounded_kinds)
+
+
+@pytest.mark.parametrize(("spec", "kinds"), [
+    ("continuation,plot", ["plot", "continuation"]),  # in the file's order
+    ("plot", ["plot"]),
+    (" Inner-Voice，expansion、plot ,plot", ["plot", "expansion", "inner_voice"]),
+    (",".join(reversed(list(load_prompts("zh").grounded_kinds))),
+     list(load_prompts("zh").grounded_kinds)),
+])
+def test_parse_kinds(spec, kinds):
+    assert parse_kinds(load_prompts("zh"), spec) == kinds
+
+
+@pytest.mark.parametrize(("lang", "spec", "what"), [
+    ("zh", "plot,story", "unknown kind 'story'"),
+    ("en", "续写,sequel", "unknown kinds '续写', 'sequel'"),
+    ("en", " , ", "no kind given"),
+])
+def test_unknown_kinds_list_the_known_ones(lang, spec, what):
+    known = ", ".join(load_prompts(lang).grounded_kinds)
+    with pytest.raises(SigenError) as caught:
+        parse_kinds(load_prompts(lang), spec)
+    assert str(caught.value) == (f"--kinds {spec!r}: {what}; the kinds for --lang {lang} are "
+                                 f"{known} (see prompts/{lang}/grounded_kinds.yaml)")
+    assert "continuation" in known and "inner_voice" in known
 
 
 def test_kinds_are_spread_evenly_and_differ_per_passage():

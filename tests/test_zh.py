@@ -39,12 +39,14 @@ def test_zh_is_available_with_labels_read_as_text():
 @pytest.mark.parametrize("name", TEMPLATE_NAMES)
 def test_templates_have_the_english_slots_and_end_with_the_list(name):
     def slots(text):
-        names = ("{{tasks}}", "{{instruction}}", "{{count}}", "{{passage}}", "{{kind}}")
+        names = ("{{tasks}}", "{{instruction}}", "{{count}}", "{{passage}}", "{{kind}}",
+                 "{{kinds}}")
         return {s for s in names if s in text}
 
     assert slots(ZH.templates[name]) == slots(EN.templates[name])
-    if name.startswith("grounded"):  # the passage first, the request after it
+    if "grounded" in name:  # the passage first, the request after it
         assert ZH.templates[name].startswith("原文：\n{{passage}}")
+        assert EN.templates[name].startswith("Passage:\n{{passage}}")
         return
     last = {"bootstrap": "{{tasks}}", "alpaca": "{{tasks}}"}.get(name, "{{instruction}}")
     assert ZH.templates[name].endswith(last)

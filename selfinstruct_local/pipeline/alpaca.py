@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from selfinstruct_local.engines import Request
-from selfinstruct_local.pipeline.parsing import clean_item, is_no_input, split_fields
+from selfinstruct_local.pipeline.parsing import clean_item, is_no_input, item_marker, split_fields
 from selfinstruct_local.prompts import PromptSet
 from selfinstruct_local.seeds import Instance, Task
 
@@ -51,26 +51,71 @@ def build_alpaca_request(
     )
 
 
+def task_blocks(prompts: PromptSet, reply: str, finish_reason: str) -> list[dict[str, str]]:
+    """The fields of each complete task in a reply, its prefix ("Task N\\nInstruction:")
+    included, keyed by the labels' instruction, input and output words. The instruction is
+    its first line, cleaned, with a label the model wrote again ("Instruction: Task: ...")
+    removed.
+
+    A task starts at a header line ("Task 5", "**任务 ５**：", "5.", "（5）", "输出 5") or at an
+    instruction line, numbered or not ("Instruction: ...", "5. 指令：..."), so a model that
+    drops the headers still yields one block per task. When the completion was cut off by the
+    token limit, the last block is kept only if a header after it shows that it was finished.
+    """
+    L = prompts.labels
+    plural = L.instruction + "s"  # small models drift to "Instructions:"
+    marker = item_marker(L.task)
+    # A line holding only a number, or a label and a number ("Task 5", and "输出 2", which
+    # SmolLM2 writes for 任务 2), is a header, never content.
+    labels = "|".join(re.escape(n) for n in (L.task, L.instruction, L.input, L.output))
+    header = re.compile(rf"^\s*(?:{marker}|\**(?:{labels})\s*\d+\**\s*[:：]?)\s*$",
+                        re.IGNORECASE)
+    opener = re.compile(rf"^\s*(?:{marker})?\s*(?=\**(?:{re.escape(plural)}|"
+                        rf"{re.escape(L.instruction)})\**\s*[:：])", re.IGNORECASE)
+    echo = re.compile(rf"^\s*(?:{re.escape(L.instruction)}|{re.escape(L.task)})\s*[:：]\s*",
+                      re.IGNORECASE)
+    blocks: list[list[str]] = [[]]
+    closed = False  # whether a header followed the last block
+    for line in reply.split("\n"):
+        started = any(part.strip() for part in blocks[-1])
+        if header.match(line):
+            closed = started
+            if started:
+                blocks.append([])
+            continue
+        if (match := opener.match(line)) is not None:
+            if started:
+                blocks.append([])
+            line = line[match.end():]
+        closed = closed and not line.strip()
+        blocks[-1].append(line)
+    if finish_reason == "length" and not closed:
+        blocks = blocks[:-1]
+    found = []
+    for block in blocks:
+        fields = split_fields("\n".join(block), [L.instruction, plural, L.input, L.output])
+        if plural in fields:
+            fields.setdefault(L.instruction, fields.pop(plural))
+        if L.instruction in fields:
+            first = fields[L.instruction].split("\n")[0]
+            fields[L.instruction] = clean_item(echo.sub("", first, count=1))
+        if fields:
+            found.append(fields)
+    return found
+
+
 def parse_alpaca_tasks(
     prompts: PromptSet, text: str, finish_reason: str
 ) -> list[tuple[str, Instance]]:
-    """(instruction, instance) pairs from a completion that starts after "Task 4\\nInstruction:"."""
+    """(instruction, instance) pairs from a completion that starts after "Task 4\\nInstruction:".
+    A task without an instruction or an output is skipped."""
     L = prompts.labels
-    header = re.compile(rf"^\s*\**{re.escape(L.task)}\s*\d+\**\s*[:：]?\s*$",
-                        re.IGNORECASE | re.MULTILINE)
-    blocks = header.split(f"{L.instruction}:" + text)
-    if finish_reason == "length":
-        blocks = blocks[:-1]
     tasks = []
-    plural = L.instruction + "s"  # small models drift to "Instructions:"
-    for block in blocks:
-        fields = split_fields(block, [L.instruction, plural, L.input, L.output])
-        named = fields.get(L.instruction, fields.get(plural, ""))
-        instruction = clean_item(named.split("\n")[0])
-        output = fields.get(L.output, "").strip()
+    for fields in task_blocks(prompts, f"{L.instruction}:{text}", finish_reason):
+        instruction = fields.get(L.instruction, "")
         if not instruction or L.output not in fields:
             continue
         raw_input = fields.get(L.input, "")
         inp = "" if is_no_input(raw_input, L.no_input) else raw_input
-        tasks.append((instruction, Instance(input=inp, output=output)))
+        tasks.append((instruction, Instance(input=inp, output=fields[L.output].strip())))
     return tasks

@@ -11,7 +11,7 @@ import random
 import re
 
 from selfinstruct_local.engines import Request
-from selfinstruct_local.pipeline.parsing import clean_item
+from selfinstruct_local.pipeline.parsing import clean_item, item_marker
 from selfinstruct_local.prompts import PromptSet
 
 NUM_PROMPT_TASKS = 8
@@ -57,13 +57,7 @@ def build_bootstrap_request(
 
 
 def _item_start(prompts: PromptSet) -> re.Pattern[str]:
-    task = re.escape(prompts.labels.task)
-    # "Task 10: ...", "10. ...", "10、...", "10）...", "10．...", "(10) ...", "（10）..."
-    return re.compile(
-        rf"^\s*(?:\**{task}\s*\d+\**\s*[:：.．、]|\d+\s*[.．、:：)）]|[(（]\d+[)）])"
-        r"\s*(?P<text>.*)$",
-        re.IGNORECASE,
-    )
+    return re.compile(rf"^\s*{item_marker(prompts.labels.task)}\s*(?P<text>.*)$", re.IGNORECASE)
 
 
 def parse_instructions(prompts: PromptSet, text: str, finish_reason: str) -> list[str]:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 
 from selfinstruct_local.corpus import Passage
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import Request
+from selfinstruct_local.errors import SigenError
 from selfinstruct_local.pipeline.filters import copies_prompt
 from selfinstruct_local.pipeline.parsing import clean_item
 from selfinstruct_local.prompts import PromptSet
@@ -47,6 +49,24 @@ class PassageIndexes(dict):
 def passage_record(passage: Passage) -> dict:
     return {"id": passage.id, "source": passage.source, "chapter": passage.chapter,
             "chapter_index": passage.chapter_index}
+
+
+def parse_kinds(prompts: PromptSet, spec: str) -> list[str]:
+    """A `--kinds` value ("continuation,plot") as kind names of `grounded_kinds.yaml`, in the
+    file's order whatever the order asked, each once. Case, spaces, "-" for "_" and full-width
+    commas (，、) are forgiven; an unknown name is an error that lists the known ones."""
+    known = list(prompts.grounded_kinds)
+    text = unicodedata.normalize("NFKC", spec).replace("、", ",")
+    asked = [name.strip().lower().replace("-", "_") for name in text.split(",")]
+    asked = [name for name in asked if name]
+    unknown = [name for name in asked if name not in known]
+    if unknown or not asked:
+        plural = "s" if len(unknown) > 1 else ""
+        what = f"unknown kind{plural} {', '.join(map(repr, unknown))}" if unknown else \
+            "no kind given"
+        raise SigenError(f"--kinds {spec!r}: {what}; the kinds for --lang {prompts.lang} are "
+                         f"{', '.join(known)} (see prompts/{prompts.lang}/grounded_kinds.yaml)")
+    return [name for name in known if name in asked]
 
 
 def assign_kinds(kinds: list[str], n_passages: int, rng: random.Random) -> list[list[str]]:

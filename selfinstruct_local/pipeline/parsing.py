@@ -21,6 +21,14 @@ def field_regex(*names: str) -> re.Pattern[str]:
     )
 
 
+def item_marker(task_label: str) -> str:
+    """Regex source for the number that opens a list item: "Task 10:", "**任务 10**：", "10.",
+    "10、", "10）", "(10)", "（10）". Python's \\d matches every Unicode digit, so full-width
+    numbers (１０．, 任务 １０：) count too."""
+    task = re.escape(task_label)
+    return rf"(?:\**{task}\s*\d+\**\s*[:：.．、]|\d+\s*[.．、:：)）]|[(（]\d+[)）])"
+
+
 def split_fields(block: str, names: list[str]) -> dict[str, str]:
     """The text of each named field in a block; a field runs until the next field line.
 

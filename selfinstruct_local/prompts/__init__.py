@@ -22,6 +22,7 @@ TEMPLATE_NAMES = (
     "instances_input_first",
     "instances_output_first",
     "alpaca",
+    "alpaca_grounded",
     "grounded",
     "grounded_answer",
 )
