@@ -127,17 +127,30 @@ def run(
     max_new_tokens: Annotated[int | None, typer.Option(
         min=16, help="Token limit per bootstrapping (or Alpaca) completion. "
         "Default: 512 (Self-Instruct), 1536 (Alpaca), 128 (one task about a --corpus "
-        "passage).")] = None,
+        "passage), 200 per task (Alpaca on a --corpus).")] = None,
     corpus: Annotated[Path | None, typer.Option(
         help="Ground generation in your own texts: a UTF-8/GBK .txt file or a folder of them. "
-        "Each prompt carries one passage and asks for one task of a given kind (plot, "
-        "characters, summary, allusions, modern rewriting, continuation); the passage is the "
-        "task's input and the answer is generated from it.",
+        "Self-Instruct: each prompt carries one passage and asks for one task of a given kind "
+        "(see --kinds), answered from the passage. --method alpaca: each prompt carries one "
+        "passage and asks for a list of complete tasks about it. The passage is each task's "
+        "input.",
         exists=True)] = None,
     passage_chars: Annotated[int | None, typer.Option(
         min=50, help="Longest passage in characters. Default: what fits in a sixth of the "
         "model's context, measured with its tokenizer on the corpus, at most 600 for Chinese "
         "and 1500 for other text (183 for smollm2-135m on 《红楼梦》).")] = None,
+    chapters: Annotated[str | None, typer.Option(
+        help="With --corpus: draw passages only from these chapters, by their number in the "
+        "corpus (the chapter headings sigen finds: 第八十一回 is 81), e.g. 81-120 or 1-5,81-120. "
+        "Every passage of the range is used before any repeats.")] = None,
+    kinds: Annotated[str | None, typer.Option(
+        help="With --corpus: the kinds of grounded tasks to ask for, a comma list of names from "
+        "prompts/<lang>/grounded_kinds.yaml (plot, character, summary, allusion, modern, "
+        "continuation, expansion, inner_voice). Default: all.")] = None,
+    max_repeats: Annotated[int | None, typer.Option(
+        min=1, help="With --corpus: keep one generic instruction (the same text about different "
+        "passages, such as a request to summarize) at most this many times; the rest are "
+        "rejected as repeated_generic. Default: 3.")] = None,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="Show no progress (neither the live display on a terminal nor the "
         "log lines otherwise) and no informational messages. Warnings, errors and the resume "
@@ -162,6 +175,7 @@ def run(
             lang=lang, seeds=seeds, num_instructions=num_instructions, output=output, seed=seed,
             batch_size=batch_size, max_rounds=max_rounds, temperature=temperature, top_p=top_p,
             max_new_tokens=max_new_tokens, corpus=corpus, passage_chars=passage_chars,
+            chapters=chapters, kinds=kinds, max_repeats=max_repeats,
         )
     reporter = make_reporter(quiet)
     try:

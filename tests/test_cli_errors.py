@@ -106,3 +106,24 @@ def test_no_server_listening_is_a_clear_error(tmp_path):
     assert last.startswith(f"error: no server answered for 3 s ({url})")
     assert "--base-url is right" in last
     assert "Waiting for a server to answer" in result.stderr  # said while it waited
+
+
+CORPUS_ZH = "tests/fixtures/corpus_zh"
+
+
+def test_grounding_options_need_a_corpus(tmp_path):
+    for flag, value in (("--chapters", "1-2"), ("--kinds", "plot"), ("--max-repeats", "2")):
+        result = sigen("run", flag, value, "-o", str(tmp_path / "r"))
+        assert_clean_error(result, f"{flag} chooses what grounded generation draws on",
+                           "--corpus")
+
+
+def test_chapters_and_kinds_are_checked_before_the_model_loads(tmp_path, smollm2):
+    out = str(tmp_path / "r")
+    result = sigen("run", "--lang", "zh", "--corpus", CORPUS_ZH, "--chapters", "3-x", "-o", out)
+    assert_clean_error(result, "--chapters", "81-120")
+    result = sigen("run", "--lang", "zh", "--corpus", CORPUS_ZH, "--chapters", "7-9", "-o", out)
+    assert_clean_error(result, "7-9", "4 chapters (1-4)")
+    result = sigen("run", "--lang", "zh", "--corpus", CORPUS_ZH, "--kinds", "plot,poetry",
+                   "-o", out)
+    assert_clean_error(result, "poetry", "continuation", "inner_voice")

@@ -163,3 +163,28 @@ def test_grounded_english_run(tmp_path, smollm2):
     assert result.returncode == 0, result.stderr[-3000:]
     passages = check_grounded_run(out, CORPUS_EN, "en", 3)
     assert {p.chapter for p in passages.values()} == {"Chapter 1", "Chapter 2", "Chapter 3"}
+
+
+def test_alpaca_on_chapters_of_a_chinese_corpus(tmp_path, smollm2):
+    """The Alpaca method on a corpus, restricted to chapters 2-3: every task's passage comes
+    from them and is the task's input; data.json has the Alpaca shape."""
+    out = tmp_path / "alpaca-zh"
+    result = sigen("run", "--method", "alpaca", "--lang", "zh", "--corpus", str(CORPUS_ZH),
+                   "--chapters", "2-3", "-n", "2", "--batch-size", "8", "-o", str(out),
+                   "--seed", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "from 2 chapters (2-3)" in result.stderr
+    instructions, manifest = check_run_directory(out, 2)
+    config = manifest["config"]
+    assert config["method"] == "alpaca" and config["chapters"] == "2-3"
+    assert manifest["corpus"]["chapters"] == "2-3"
+    passages = {p.id: p for p in load_corpus(CORPUS_ZH, max_chars=config["passage_chars"])}
+    instances = read_jsonl(out / "instances.jsonl")
+    for row in instructions:
+        passage = passages[row["passage"]["id"]]
+        assert passage.chapter_index in (2, 3)
+        assert [r["input"] for r in instances if r["instruction_id"] == row["id"]] == [
+            passage.text]
+    data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    assert data and all(set(r) == {"instruction", "input", "output"} for r in data)
+    assert "classify_requests" not in manifest["counts"]

@@ -10,8 +10,8 @@ from selfinstruct_local.pipeline.stages import Context, Method
 
 
 def load_method(ctx: Context) -> Method:
-    from selfinstruct_local.methods import alpaca, grounded, self_instruct
+    from selfinstruct_local.methods import alpaca, alpaca_grounded, grounded, self_instruct
 
     if ctx.sampler is not None:
-        return grounded.method(ctx)
+        return (alpaca_grounded if ctx.config.method == "alpaca" else grounded).method(ctx)
     return {"alpaca": alpaca.method, "self-instruct": self_instruct.method}[ctx.config.method](ctx)

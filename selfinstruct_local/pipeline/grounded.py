@@ -26,6 +26,9 @@ from selfinstruct_local.pipeline.parsing import clean_item
 from selfinstruct_local.prompts import PromptSet
 
 KINDS_PER_PASSAGE = 2  # requests per drawn passage, each for a different kind of task
+# A passage is at most this fraction of the model's context (1/6), in tokens: it appears in a
+# task prompt and again in the answer prompt, with the answer (run.py sizes passages with it).
+PASSAGE_SHARE = 6
 TASK_TOKENS = 128
 ANSWER_TOKENS = 320
 # Where a sentence ends: a stop mark and any closing quotes or brackets after it.

@@ -1,4 +1,5 @@
-"""Screening one candidate instruction: the filters, then the near-duplicate index.
+"""Screening one candidate instruction: the filters, the cap on generic instructions (grounded
+runs), then the near-duplicate index.
 
 A plain function over the run's context: a candidate either becomes a pending task (with an id,
 its most similar pool instructions and its average similarity to the pool) or a rejected row
@@ -20,6 +21,8 @@ def screen(ctx: Context, method: Method, candidate: dict, round_: int) -> dict:
     text = candidate["instruction"]
     row: dict = {"stage": "instruction", "round": round_, "instruction": text}
     reason = check_instruction(text, ctx.config.lang) or method.check(ctx, candidate)
+    if reason is None and ctx.repeats is not None:
+        reason = ctx.repeats.check(text)
     index = method.index_for(ctx, candidate)
     if reason is None:
         decision = index.check_and_add(text)
@@ -31,6 +34,8 @@ def screen(ctx: Context, method: Method, candidate: dict, round_: int) -> dict:
     if reason is not None:
         ctx.state.reject(reason)
         return {**row, "reason": reason}
+    if ctx.repeats is not None:
+        ctx.repeats.record(text)
     similar, average = index.neighbours(text, k=TOP_SIMILAR, exclude=len(index) - 1)
     return {
         **row,

@@ -21,6 +21,7 @@ from selfinstruct_local.corpus import PassageSampler
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import Completion, Request
 from selfinstruct_local.pipeline.filters import filter_instances
+from selfinstruct_local.pipeline.repeats import RepeatCap
 from selfinstruct_local.pipeline.state import RunState
 from selfinstruct_local.prompts import PromptSet
 from selfinstruct_local.runstore import REJECTED, RunStore
@@ -41,6 +42,9 @@ class Context:
     top_p: float = 0.9
     sampler: PassageSampler | None = None  # set when generation is grounded in a corpus
     examples: frozenset[str] = frozenset()  # few-shot texts an instance must not copy
+    context_len: int = 2048  # the model's context, in tokens
+    kinds: list[str] = field(default_factory=list)  # grounded task kinds asked for (--kinds)
+    repeats: RepeatCap | None = None  # grounded runs: the cap on generic instructions
 
     @property
     def human(self) -> list[str]:
