@@ -167,7 +167,7 @@ class LogReporter(Reporter):
         now = self.clock()
         running = ", ".join(f"{s} {n}" for s, _, _, n in snap.stages if n)
         if running and self.view is not None and now - self._last_line > LINE_GAP:
-            self._print(f"round {snap.round}: {snap.accepted}/{self._target} accepted, "
+            self._print(f"working: {snap.accepted}/{self._target} accepted, "
                         f"requests in flight: {running}, "
                         f"elapsed {clock(self.view.elapsed(now))}")
 

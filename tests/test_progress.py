@@ -60,7 +60,7 @@ def test_log_lines_keep_the_round_format_and_show_life_during_long_waits():
     # ETA: 2 accepted in the 55 s since attach, 3 to go.
     assert lines == [
         "Loading the model ...",
-        "round 2: 2/6 accepted, requests in flight: instances 5, elapsed 0m46s",
+        "working: 2/6 accepted, requests in flight: instances 5, elapsed 0m46s",
         "round 2: 3/6 accepted, 10 rejected (near_duplicate 5, too_short 2, blacklist 1, "
         "too_long 1), 7 tok/s, elapsed 1m05s, ETA 1m22s",
     ]
