@@ -5,7 +5,8 @@
   axolotl); the input, if any, follows the instruction after a blank line.
 - jsonl: one {"instruction", "input", "output", "instruction_id"} object per line.
 
-Only instances of accepted instructions are exported (see `report.load_run`), in file order.
+Only instances of accepted instructions are exported (see `report.load_run`), in file order,
+less those the quality gate leaves out (`quality.select_instances`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.quality import select_instances
 from selfinstruct_local.report import load_run
 from selfinstruct_local.runstore import write_atomic
 
@@ -40,15 +42,18 @@ def _sharegpt(rows: list[dict]) -> list[dict]:
     return records
 
 
-def export_rows(run_dir: Path | str, fmt: str, output: Path | str | None = None
-                ) -> tuple[Path, int]:
-    """Like `export_run`, also returning how many examples were written."""
+def export_rows(run_dir: Path | str, fmt: str, output: Path | str | None = None,
+                min_score: int | None = None, keep_contaminated: bool = False
+                ) -> tuple[Path, int, dict[str, int]]:
+    """Like `export_run`, also returning how many examples were written and how many were
+    left out, by reason (see `quality.select_instances`)."""
     given, fmt = fmt, fmt.strip().lower()
     if fmt not in FORMATS:
         raise SigenError(f"unknown export format {given!r}; choose one of {', '.join(FORMATS)}")
     run = load_run(run_dir)
+    instances, left_out = select_instances(run, min_score, keep_contaminated)
     rows = [{"instruction_id": r["instruction_id"], "instruction": r["instruction"],
-             "input": r.get("input") or "", "output": r["output"]} for r in run.instances]
+             "input": r.get("input") or "", "output": r["output"]} for r in instances]
     target = Path(output) if output is not None else default_output(run.root, fmt)
     if target.is_dir():
         raise SigenError(f"{target} is a directory; give a file name with -o")
@@ -64,9 +69,12 @@ def export_rows(run_dir: Path | str, fmt: str, output: Path | str | None = None
         text = json.dumps(records, ensure_ascii=False, indent=2) + "\n"
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, text.encode("utf-8"))
-    return target, len(rows)
+    return target, len(rows), left_out
 
 
-def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None) -> Path:
-    """Write the run's instances as `fmt` (alpaca, sharegpt or jsonl); return the file's path."""
-    return export_rows(run_dir, fmt, output)[0]
+def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None,
+               min_score: int | None = None, keep_contaminated: bool = False) -> Path:
+    """Write the run's instances as `fmt` (alpaca, sharegpt or jsonl); return the file's path.
+    Tasks flagged by `sigen decontaminate` are left out unless `keep_contaminated`; with
+    `min_score`, so are tasks the judge scored lower (or not at all)."""
+    return export_rows(run_dir, fmt, output, min_score, keep_contaminated)[0]

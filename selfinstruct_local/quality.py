@@ -81,8 +81,9 @@ def select_instances(run, min_score: int | None = None, keep_contaminated: bool 
         dirty = contaminated_ids(run.root, warn)
         unchecked = len(ids) - int(meta.get("tasks_checked", 0))
         if unchecked > 0:
-            warn(f"note: {unchecked} tasks were added after the last `sigen decontaminate` and "
-                 f"were not checked; run it again on {run.root} to check them.")
+            warn(f"note: {_tasks(unchecked)} added after the last `sigen decontaminate` "
+                 f"{'was' if unchecked == 1 else 'were'} not checked; run it again on "
+                 f"{run.root} to check them.")
     scores: dict[str, dict] = {}
     if min_score is not None:
         scores = read_scores(run.root, warn)
@@ -98,9 +99,14 @@ def select_instances(run, min_score: int | None = None, keep_contaminated: bool 
         else:
             kept.append(row)
     if left_out["unscored"]:
-        warn(f"note: {left_out['unscored']} tasks have not been judged yet and are left out; "
-             f"`sigen judge {run.root}` scores them.")
+        n = left_out["unscored"]
+        warn(f"note: {_tasks(n)} {'has' if n == 1 else 'have'} not been judged yet and "
+             f"{'is' if n == 1 else 'are'} left out; `sigen judge {run.root}` scores them.")
     return kept, {k: v for k, v in left_out.items() if v}
+
+
+def _tasks(n: int) -> str:
+    return f"{n} task{'s' * (n != 1)}"
 
 
 def _left_out_reason(ident: str, dirty: set[str], scores: dict[str, dict],
