@@ -39,7 +39,8 @@ RECORDED_ZH = [
     # The question written back: "2" of 2加2 is no score.
     ("评分：2加2等于几？\n\n请回答两行：\n\n评分：2加2等于几？\n", None, ""),
     # The rubric written back: its "5 分" is no score either.
-    ("评分：A. 黄河  B. 长江  C. 珠江  D. 黑龙江\n\n请给这条数据打 1 到 5 分：\n5 分：指令清楚", None, ""),
+    ("评分：A. 黄河  B. 长江  C. 珠江  D. 黑龙江\n\n请给这条数据打 1 到 5 分：\n5 分：指令清楚",
+     None, ""),
     ("评分：\n\n第一行：\n\n看不到图片，听不到声音，不能运行程序。", None, ""),
 ]
 WRITTEN = [

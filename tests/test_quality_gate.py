@@ -93,8 +93,8 @@ def test_tasks_newer_than_the_decontamination_get_a_note(run_dir):
     (run_dir / "contamination.json").write_text(json.dumps(meta))
     notes: list[str] = []
     kept, _ = select_instances(load_run(run_dir), warn=notes.append)
-    assert len(kept) == 5 and "2 tasks added after the last `sigen decontaminate` were not checked" in \
-        notes[0]
+    assert len(kept) == 5
+    assert "2 tasks added after the last `sigen decontaminate` were not checked" in notes[0]
 
 
 def test_stats_shows_the_histogram_and_the_thresholds(run_dir):
