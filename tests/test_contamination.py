@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from selfinstruct_local import contamination
+from selfinstruct_local.benchmarks import benchmark_files, read_items
 from selfinstruct_local.contamination import (
     TASK_FIELDS,
     BenchmarkIndex,
-    benchmark_files,
     decontaminate_run,
+    fetch_items,
     find_overlaps,
-    ngrams,
-    read_items,
-    split_tokens,
 )
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.ngrams import hash_windows, ngrams, split_tokens
 from selfinstruct_local.quality import CONTAMINATION, task_ids
 from tests.conftest import sigen
 from tests.quality_helpers import write_jsonl, write_run
@@ -140,6 +140,41 @@ def test_fields_limit_what_is_compared(benchmarks):
     assert [o.task for o in overlaps] == [0]  # CELL is an answer
 
 
+def test_hashes_agree_with_the_strings():
+    texts = ["Ａｂｃ　ＤＥＦ ghi", "ＡＢＣ def GHI", "中文和English混合的句子里有ascii词",
+             "中文和english", "𠀀𠀁丂中文 ab", "𠀀𠀁丂中文 AB", "カタカナとひらがな",
+             "한국어 문장 café", "Café, 한국어 문장", "漢\ufe00字 e\u0301te", "漢字 ete", "", "!!!",
+             "\ud800 lone 中文"]
+    windows = hash_windows(texts, 2, 2)
+    for kind, rank in (("words", 0), ("chars", 1)):
+        hashes, owner, position = windows[kind]
+        by_string: dict[str, set[int]] = {}
+        for t, text in enumerate(texts):
+            stream = split_tokens(text)[rank]
+            mine = sorted(int(p) for p in position[owner == t])
+            assert mine == list(range(max(len(stream) - 1, 0))), (kind, text)
+            for p in mine:
+                gram = "".join(stream[p:p + 2])
+                h = int(hashes[(owner == t) & (position == p)][0])
+                by_string.setdefault(gram, set()).add(h)
+        assert all(len(h) == 1 for h in by_string.values())  # one string, one hash
+        assert len(set().union(*by_string.values())) == len(by_string)  # and back
+
+
+def test_fetch_items_reads_back_any_item(tmp_path, benchmarks):
+    extra = tmp_path / "multi.jsonl"
+    extra.write_text('{"a": "x", "b": ["y", "z"]}\n\n{"a": 1}\n{"b": {"c": "w"}}\n')
+    files = benchmark_files([benchmarks, extra])
+    index = BenchmarkIndex(files)
+    everything = {(f, i): item for f, path in enumerate(files)
+                  for i, item in enumerate(read_items(path))}
+    assert fetch_items(index, set(everything)) == everything
+    assert [everything[(3, i)].where for i in range(4)] == [
+        "line 1, a", "line 1, b[0]", "line 1, b[1]", "line 4, b.c"]
+    some = {k: v for k, v in everything.items() if k[1] % 2}
+    assert fetch_items(index, set(some)) == some
+
+
 def _random_text(rng: random.Random, words: list[str], chars: str) -> str:
     parts = []
     for _ in range(rng.randint(0, 14)):
@@ -149,9 +184,12 @@ def _random_text(rng: random.Random, words: list[str], chars: str) -> str:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_random_texts_match_brute_force(tmp_path, seed):
+def test_random_texts_match_brute_force(tmp_path, monkeypatch, seed):
     rng = random.Random(seed)
-    words, chars = ["Alpha", "beta", "GAMMA", "delta", "eps"], "天地人和水"
+    # Items are hashed in batches, each keeping its first item per n-gram: small batches make
+    # the first item of a file come from another batch than the ones after it.
+    monkeypatch.setattr(contamination, "_CHUNK", rng.choice([1, 3, 10_000]))
+    words, chars = ["Alpha", "beta", "GAMMA", "ｄｅｌｔａ", "café", "한국"], "天地人和水𠀀カ"
     n_words, n_chars = rng.choice([(2, 2), (3, 3), (1, 4), (4, 1)])
     items = [[_random_text(rng, words, chars) for _ in range(rng.randint(0, 30))]
              for _ in range(3)]
