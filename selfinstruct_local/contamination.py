@@ -31,7 +31,7 @@ import numpy as np
 
 from selfinstruct_local.benchmarks import Item, benchmark_files, read_records
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.ngrams import N_CHARS, N_WORDS, hash_windows, ngrams, split_tokens
+from selfinstruct_local.ngrams import N_CHARS, N_WORDS, hash_windows, ngrams, ngrams_by_kind
 from selfinstruct_local.quality import CONTAMINATION, CONTAMINATION_META, claim_run, task_ids
 from selfinstruct_local.report import load_run
 from selfinstruct_local.runstore import RunStore, write_atomic
@@ -131,24 +131,15 @@ def find_overlaps(index: BenchmarkIndex, tasks: list[dict]) -> list[Overlap]:
             hits = sorted(found.get(number[task.get(field) or ""], []))
             if not hits:
                 continue
-            grams = _grams_by_place(task.get(field) or "", index)
-            for place, entries in hits:
-                gram = grams[place]
+            grams = ngrams_by_kind(task.get(field) or "", index.n_words, index.n_chars)
+            for (kind, position), entries in hits:
+                gram = grams[kind][position]
                 for file, item in entries:
                     if file not in files_seen and gram in item_grams[(file, item)]:
                         files_seen.add(file)
                         overlaps.append(Overlap(t, field, file, item, gram,
                                                 items[(file, item)]))
     return overlaps
-
-
-def _grams_by_place(text: str, index: BenchmarkIndex) -> dict[tuple[int, int], str]:
-    words, chars = split_tokens(text)
-    places = {(0, i): " ".join(words[i:i + index.n_words])
-              for i in range(len(words) - index.n_words + 1)}
-    places.update({(1, i): "".join(chars[i:i + index.n_chars])
-                   for i in range(len(chars) - index.n_chars + 1)})
-    return places
 
 
 def fetch_items(index: BenchmarkIndex, wanted: set[tuple[int, int]]

@@ -77,11 +77,18 @@ def split_tokens(text: str) -> tuple[list[str], list[str]]:
     return _words(normal, pattern), pattern.findall(normal)
 
 
-def ngrams(text: str, n_words: int = N_WORDS, n_chars: int = N_CHARS) -> list[str]:
-    """Every n-gram of the text as a string, word n-grams first, each kind in text order."""
+def ngrams_by_kind(text: str, n_words: int = N_WORDS, n_chars: int = N_CHARS
+                   ) -> tuple[list[str], list[str]]:
+    """The text's word n-grams and its character n-grams, as strings, each in text order."""
     words, chars = split_tokens(text)
-    return ([" ".join(words[i:i + n_words]) for i in range(len(words) - n_words + 1)]
-            + ["".join(chars[i:i + n_chars]) for i in range(len(chars) - n_chars + 1)])
+    return ([" ".join(words[i:i + n_words]) for i in range(len(words) - n_words + 1)],
+            ["".join(chars[i:i + n_chars]) for i in range(len(chars) - n_chars + 1)])
+
+
+def ngrams(text: str, n_words: int = N_WORDS, n_chars: int = N_CHARS) -> list[str]:
+    """Every n-gram of the text as a string, word n-grams first."""
+    by_words, by_chars = ngrams_by_kind(text, n_words, n_chars)
+    return by_words + by_chars
 
 
 def hash_windows(texts: list[str], n_words: int = N_WORDS, n_chars: int = N_CHARS
