@@ -12,7 +12,7 @@ PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 DEMO_DIR ?= runs/demo
 DEMO_N ?= 20
 
-.PHONY: demo test install lint bench-dedup bench-decontam bench-engine clean
+.PHONY: demo test install lint bench-dedup bench-decontam bench-engine bench-pipeline clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,9 +51,14 @@ bench-decontam: install
 
 # sigen's openai engine against a plain async loop, on a vllm serve of the packaged model that the
 # script starts on 127.0.0.1 (or: BENCH_ENGINE_ARGS="--base-url http://host:8000/v1").
-BENCH_ENGINE_ARGS ?= --start-server --requests 48 --max-tokens 48
+BENCH_ENGINE_ARGS ?= --start-server --requests 48 --max-tokens 48 --run 20
 bench-engine: install
 	$(BIN)/python scripts/bench_engine.py $(BENCH_ENGINE_ARGS)
+
+# sigen's own cost per accepted instruction at pools of 10k, 100k and 1M (an engine that answers
+# at once; about 10 minutes and 3 GB of memory for the 1M pool).
+bench-pipeline: install
+	$(BIN)/python scripts/bench_pipeline.py ../shared/bench/pool_en.jsonl --sizes 10000,100000,1000000
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -12,17 +12,28 @@ its generated tokens per second, and the last line is the ratio of the medians, 
 makes both generate the same tokens where the server is deterministic; tokens/s counts what
 each actually got.
 
+With `--run N` it then times a real `sigen run -n N` through the same server(s): sigen's
+generated tokens per second over the run (from its first request to the end, the manifest's
+`generation_seconds`), divided by the ceiling for the same work: the plain client sending as
+many requests of each stage as the run sent, each forced (min_tokens, ignore_eos) to the
+stage's mean completion length, at the same concurrency. Last line `run_ratio=R` (goal: 0.9).
+
     python scripts/bench_engine.py --base-url http://127.0.0.1:8000/v1 --requests 64
     python scripts/bench_engine.py --start-server   # a vllm serve of the packaged model here
+    python scripts/bench_engine.py --start-server --run 40
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import random
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +50,8 @@ from selfinstruct_local.pipeline.bootstrap import (  # noqa: E402
     build_bootstrap_request,
     sample_prompt_tasks,
 )
+from selfinstruct_local.pipeline.classify import build_classify_request  # noqa: E402
+from selfinstruct_local.pipeline.instances import build_instances_request  # noqa: E402
 from selfinstruct_local.prompts import load_prompts  # noqa: E402
 from selfinstruct_local.seeds import default_seed_path, load_seed_tasks  # noqa: E402
 
@@ -87,6 +100,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--run", type=int, metavar="N", default=0,
+                        help="also time a real `sigen run -n N` through the server(s)")
     args = parser.parse_args()
 
     spec = load_registry().resolve(args.model, served=not args.start_server)
@@ -129,6 +144,56 @@ def run(args: argparse.Namespace, spec, urls: tuple[str, ...]) -> None:
     print(f"median: ceiling {statistics.median(plain):.1f} tok/s, "
           f"sigen {statistics.median(ours):.1f} tok/s")
     print(f"ratio={ratio:.3f}")
+    if args.run:
+        whole_run(args, spec, urls, engine)
+
+
+def whole_run(args: argparse.Namespace, spec, urls: tuple[str, ...], engine) -> None:
+    """A real `sigen run -n N`, then the ceiling for the same mix of requests."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "selfinstruct_local", "run", "-n", str(args.run),
+                   "--engine", "openai", "--base-url", ",".join(urls), "--model", spec.name,
+                   "--concurrency", str(args.concurrency), "--seed", "0", "-o", out, "--quiet"]
+        env = {**os.environ, **({"OPENAI_API_KEY": args.api_key} if args.api_key else {})}
+        print(f"sigen run -n {args.run} through {', '.join(urls)} ...", flush=True)
+        subprocess.run(command, check=True, env=env)
+        manifest = json.loads((Path(out) / "manifest.json").read_text())
+    counts, generated = manifest["counts"], manifest["tokens"]["generated"]
+    seconds = manifest["generation_seconds"]
+    ours = generated / seconds
+    bodies = []
+    for stage in ("bootstrap", "classify", "instances"):
+        n, tokens = counts.get(f"{stage}_requests", 0), counts.get(f"{stage}_tokens", 0)
+        if n:
+            bodies += same_stage_requests(engine, stage, n, max(1, round(tokens / n)))
+    random.Random(0).shuffle(bodies)  # stages interleave in a run too
+    tokens, plain_seconds = asyncio.run(ceiling(urls, bodies, args.concurrency, args.api_key))
+    plain = tokens / plain_seconds
+    print(f"run: {counts.get('accepted', 0)} instructions, {generated} tokens in {seconds:.1f} s "
+          f"({ours:.1f} tok/s); the same requests from the plain client: {tokens} tokens in "
+          f"{plain_seconds:.1f} s ({plain:.1f} tok/s)")
+    print(f"run_ratio={ours / plain:.3f}")
+
+
+def same_stage_requests(engine, stage: str, n: int, length: int) -> list[tuple[str, dict]]:
+    """`n` requests shaped like the run's `stage` requests, each generating `length` tokens."""
+    prompts = load_prompts("en")
+    seeds = [t.instruction for t in load_seed_tasks(default_seed_path("en"))]
+    if stage == "bootstrap":
+        requests = bootstrap_requests(n, length)
+    elif stage == "classify":
+        requests = [build_classify_request(prompts, seeds[i % len(seeds)], seed=i)
+                    for i in range(n)]
+    else:
+        requests = [build_instances_request(prompts, seeds[i % len(seeds)], False, seed=i)
+                    for i in range(n)]
+    bodies = []
+    for request in requests:
+        path, body = engine.request_body(request)
+        body.pop("stop", None)
+        bodies.append((path, {**body, "max_tokens": length, "min_tokens": length,
+                              "ignore_eos": True}))
+    return bodies
 
 
 if __name__ == "__main__":

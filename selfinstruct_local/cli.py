@@ -268,11 +268,25 @@ def export(
     run_dir: RunDir,
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="alpaca (JSON list of instruction/input/output), sharegpt "
-        "(JSON list of conversations, for FastChat, LLaMA-Factory, axolotl) or jsonl "
-        "(one object per line, with instruction_id).")],
+        "(JSON list of conversations, for FastChat, LLaMA-Factory, axolotl), jsonl (one object "
+        "per line, with instruction_id), messages (one {\"messages\": [...]} per line, "
+        "OpenAI's chat format) or parquet (the jsonl columns).")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="File to write. Default: DIR/export.FORMAT.json "
-        "(DIR/export.jsonl for jsonl).", dir_okay=False)] = None,
+        "--output", "-o", help="File to write. Default: DIR/export.FORMAT.json for alpaca and "
+        "sharegpt, DIR/export.jsonl, DIR/export.messages.jsonl, DIR/export.parquet.",
+        dir_okay=False)] = None,
+    system: Annotated[str | None, typer.Option(
+        help="A system prompt for every example: a first system message (messages), a "
+        "'system' key (sharegpt) or a 'system' column (alpaca, jsonl, parquet).")] = None,
+    card: Annotated[bool, typer.Option(
+        "--card/--no-card", help="Write the dataset card README.md beside the file (never over "
+        "a README.md that sigen did not write).")] = True,
+    llama_factory: Annotated[bool, typer.Option(
+        "--llama-factory", help="Add the file's entry to dataset_info.json beside it (created "
+        "if missing; other entries are kept), so LLaMA-Factory's dataset_dir can be that "
+        "folder.")] = False,
+    dataset_name: Annotated[str | None, typer.Option(
+        help="Name of the dataset_info.json entry. Default: the run directory's name.")] = None,
     min_score: Annotated[int | None, typer.Option(
         "--min-score", min=1, max=5, help="Keep only tasks that `sigen judge` scored at "
         "least this (1-5); unjudged and unreadable ones are left out too.")] = None,
@@ -281,15 +295,21 @@ def export(
         "benchmark (left out by default).")] = False,
 ) -> None:
     """Write a run's instruction data in a format that fine-tuning tools read."""
-    from selfinstruct_local.export import export_rows
+    from selfinstruct_local.export import export as export_data
 
     _note_if_being_written(run_dir)
-    path, count, left_out = export_rows(run_dir, fmt, output, min_score, keep_contaminated)
+    done = export_data(run_dir, fmt, output, system=system, card=card,
+                       llama_factory=llama_factory, dataset_name=dataset_name,
+                       min_score=min_score, keep_contaminated=keep_contaminated)
     words = {"contaminated": "contaminated", "below_min_score": f"scored below {min_score}",
              "unparsed": "score unreadable", "unscored": "not judged"}
-    reasons = ", ".join(f"{n} {words[reason]}" for reason, n in left_out.items())
-    print(f"{count} examples ({fmt.strip().lower()}) -> {path}"
+    reasons = ", ".join(f"{n} {words[reason]}" for reason, n in done.left_out.items())
+    print(f"{done.rows} examples ({done.fmt}) -> {done.path}"
           + (f"; left out: {reasons}" if reasons else ""))
+    if done.card is not None:
+        print(f"dataset card -> {done.card}")
+    if done.dataset_info is not None:
+        print(f"dataset_info.json entry {done.dataset_name!r} -> {done.dataset_info}")
 
 
 @app.command()
@@ -382,6 +402,7 @@ def decontaminate(
     print(f"{meta['contaminated']} of {meta['tasks_checked']} tasks overlap a benchmark "
           f"({n} words / {n_chars} characters) -> {run_dir / 'contamination.jsonl'} in "
           f"{time.perf_counter() - started:.1f} s")
+
 
 
 def _note_if_being_written(run_dir: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -33,6 +34,10 @@ from selfinstruct_local.prefix_index import PrefixIndex, TokenCoder, elements
 from selfinstruct_local.text import tokenize
 
 DEFAULT_THRESHOLD = 0.7
+# `neighbours` scores a query against at most this many items that share its rare tokens, plus
+# a fixed-size uniform sample of the pool: its cost does not grow with the pool.
+NEIGHBOUR_CANDIDATES = 256
+POOL_SAMPLE = 256
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,11 @@ class NearDupIndex:
         self._texts: list[str] = []
         self._lengths = np.zeros(1024, dtype=np.int64)  # token counts, for most_similar
         self._lsh = MinHashScreen(self._frac) if use_lsh else None
+        # A uniform sample of the pool (reservoir sampling, fixed seed): the whole pool while
+        # it is small, so small runs get exact figures.
+        self._sample = np.zeros(0, dtype=np.int64)
+        self._sample_strings: list[str] = []  # their coded strings, at hand for one C call
+        self._sample_rng = random.Random(0)
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -163,6 +173,12 @@ class NearDupIndex:
         self._lengths[item] = len(coded)
         if self._lsh is not None:
             self._lsh.add(item, elems)
+        if len(self._sample) < POOL_SAMPLE:
+            self._sample = np.append(self._sample, item)
+            self._sample_strings.append(coded)
+        elif (slot := self._sample_rng.randrange(item + 1)) < POOL_SAMPLE:
+            self._sample[slot] = item
+            self._sample_strings[slot] = coded
         return item
 
     def add(self, text: str) -> int:
@@ -209,6 +225,49 @@ class NearDupIndex:
         tied = np.flatnonzero(scores >= kth)  # all of them, so ties go to the lower id
         top = tied[np.lexsort((tied, -scores[tied]))[:k]]
         return [(int(i), float(scores[i])) for i in top], float(scores.mean())
+
+
+    def neighbours(
+        self, text: str, k: int = 10, exclude: int | None = None
+    ) -> tuple[list[tuple[int, float]], float]:
+        """The most similar items and the mean similarity, at a cost that stays flat as the pool
+        grows: top-k (id, score), best first, over the items sharing one of the text's rare
+        prefix tokens (every item at or above the threshold among them) plus a uniform sample of
+        POOL_SAMPLE items; the mean over that sample. Both are exact (equal to `most_similar`)
+        while the pool holds at most POOL_SAMPLE items. `exclude`: an item left out (the text's
+        own, once added)."""
+        coded, elems = self._encode(text)
+        if not self._texts or k <= 0:
+            return [], 0.0
+        keep = self._sample != exclude
+        sample = self._sample[keep]
+        shared = self._index.sharing(len(coded), self._index.keys(elems),
+                                     NEIGHBOUR_CANDIDATES) if coded else []
+        sampled = set(sample.tolist())
+        extra = np.array([i for i in shared if i != exclude and i not in sampled], dtype=np.int64)
+        ids = np.concatenate([sample, extra])
+        if not len(ids):
+            return [], 0.0
+        strings = self._index.strings
+        choices = [s for s, kept in zip(self._sample_strings, keep.tolist(), strict=True) if kept]
+        scores = self._scores(coded, ids, choices + [strings[i] for i in extra.tolist()])
+        k = min(k, len(ids))
+        best = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
+        kth = scores[best].min()
+        tied = np.flatnonzero(scores >= kth)  # all of them, so ties go to the lower id
+        top = tied[np.lexsort((ids[tied], -scores[tied]))[:k]]
+        mean = float(scores[: len(sample)].mean()) if len(sample) else 0.0
+        return [(int(ids[j]), float(scores[j])) for j in top], mean
+
+    def _scores(self, coded: str, ids: np.ndarray, choices: list[str]) -> np.ndarray:
+        """Exact F of ``coded`` against the items ``ids`` (coded strings ``choices``)."""
+        if not coded:
+            return np.zeros(len(ids))
+        dist = process.cdist([coded], choices, scorer=Indel.distance, workers=1)[0]
+        totals = len(coded) + self._lengths[ids]
+        scores = (totals - dist) / totals  # as _score: equal fractions, equal floats
+        scores[totals == len(coded)] = 0.0  # an empty item: ROUGE says 0
+        return scores
 
 
 def greedy_dedup(

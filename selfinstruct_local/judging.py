@@ -17,6 +17,7 @@ from pathlib import Path
 
 from selfinstruct_local.config import RunConfig
 from selfinstruct_local.engines import engine_entry
+from selfinstruct_local.engines.enginelog import ENGINE_LOG
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable
 from selfinstruct_local.models import load_registry
@@ -172,7 +173,8 @@ def _load_engine(config: RunConfig, entry, spec, reporter: Reporter, api_key: st
     reporter.log(f"Loading {spec.name} with the {config.engine} engine {where_it_runs(options)}"
                  " ...")
     try:
-        return entry.load(spec, replace(options, server_log=root / "judge-server.log"))
+        # The engine's own output goes to the run's engine.log, as during `sigen run`.
+        return entry.load(spec, replace(options, engine_log=root / ENGINE_LOG))
     except ServerUnavailable as exc:
         raise SigenError(f"{exc}. Check that the server is up and --base-url is right "
                          "(it ends in /v1), then run the same command again.") from None

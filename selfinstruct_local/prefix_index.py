@@ -203,6 +203,23 @@ class PrefixIndex:
         lag = self.need - 1  # sorted, an item listed >= L times equals the entry L - 1 back
         return list(dict.fromkeys(p for k, p in enumerate(passed[lag:]) if passed[k] == p))
 
+    def sharing(self, m: int, keys: list[int], limit: int) -> list[int]:
+        """Up to ``limit`` distinct items that share an element of a length-m query's probed
+        prefix, with no position or count filter: every item that can reach the threshold is
+        among them (while under the limit), and so are most of the query's close neighbours,
+        since the prefix holds its rarest elements. For reporting, not for decisions."""
+        found: dict[int, None] = {}
+        for key in keys[: self.prefix_len(m)]:
+            for lists in (self._head, self._tail):
+                entry = lists.get(key)
+                if entry is None:
+                    continue
+                for post in entry[1]:
+                    found[post & _ID_MASK] = None
+                    if len(found) >= limit:
+                        return list(found)
+        return list(found)
+
     def _tiny(self, m: int) -> bool:
         """True if some partner of a length-m query needs fewer than L common elements."""
         return self.num * (m + 1) <= 2 * self.den * (self.need - 1)

@@ -1,6 +1,6 @@
 """Progress of `sigen run` on stderr: a live display on a terminal, log lines otherwise.
 
-execute_run and the Generator talk to one interface, `Reporter`; `make_reporter` picks the
+execute_run and the generation loop talk to one interface, `Reporter`; `make_reporter` picks the
 implementation: `LiveReporter` when stderr is a terminal, `LogReporter` when it is a file or a pipe
 (CI, nohup), and the base class itself for --quiet. Messages (loading, resuming, done) go through
 the reporter too, so that they are printed above a live display instead of through it.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -20,8 +20,6 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
-
-from selfinstruct_local.pipeline.state import RunState
 
 LINE_GAP = 30.0  # seconds without a log line after which a stage start is logged
 TOP_REASONS = 4
@@ -34,22 +32,41 @@ def clock(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
-class View:
-    """What is shown, copied from the run state on the main thread at each event, so that the
-    live display's refresh thread never iterates counters the pipeline is updating."""
+class Snapshot:
+    """What the loop reports: copied from its counters on the main thread, so the live
+    display's refresh thread never iterates counters the pipeline is updating."""
 
-    run_dir: str
     round: int
     accepted: int
+    rejected: tuple[tuple[str, int], ...] = ()  # instructions, by reason, most common first
+    dropped: tuple[tuple[str, int], ...] = ()  # instances, by reason
+    # (stage, requests sent, tokens generated, requests in flight now)
+    stages: tuple[tuple[str, int, int, int], ...] = ()
+
+    @property
+    def tokens(self) -> int:
+        return sum(t for _, _, t, _ in self.stages)
+
+
+@dataclass(frozen=True)
+class View:
+    """A snapshot with what the reporter adds: the run, the target, the clock and the rates."""
+
+    run_dir: str
     target: int
-    rejected: tuple[tuple[str, int], ...]  # instructions, by reason, most common first
-    dropped: tuple[tuple[str, int], ...]  # instances, by reason
-    stages: tuple[tuple[str, int, int], ...]  # (stage, requests sent, tokens generated)
-    running: tuple[str, int, float] | None  # (stage, requests, started at) during an engine call
-    tokens_per_second: float  # this process's generated tokens per second inside the engine
+    snap: Snapshot
+    tokens_per_second: float  # tokens generated per second since this process started work
     started: float  # when the command started: elapsed
     attached: float  # when generation started in this process, and
     accepted_before: int  # how many were accepted then: the rate behind the ETA
+
+    @property
+    def round(self) -> int:
+        return self.snap.round
+
+    @property
+    def accepted(self) -> int:
+        return self.snap.accepted
 
     def elapsed(self, now: float) -> float:
         return now - self.started
@@ -65,10 +82,11 @@ class View:
 
 def progress_line(view: View, now: float) -> str:
     """One line per round for logs: the format `sigen run` has always printed."""
-    rejects = ", ".join(f"{k} {v}" for k, v in view.rejected[:TOP_REASONS])
+    rejected = view.snap.rejected
+    rejects = ", ".join(f"{k} {v}" for k, v in rejected[:TOP_REASONS])
     eta = view.eta(now)
     return (f"round {view.round}: {view.accepted}/{view.target} accepted, "
-            f"{sum(n for _, n in view.rejected)} rejected ({rejects or 'none'}), "
+            f"{sum(n for _, n in rejected)} rejected ({rejects or 'none'}), "
             f"{view.tokens_per_second:.0f} tok/s, elapsed {clock(view.elapsed(now))}"
             + (f", ETA {clock(eta)}" if eta is not None else ""))
 
@@ -76,9 +94,9 @@ def progress_line(view: View, now: float) -> str:
 class Reporter:
     """Shows no progress and no informational messages (--quiet); `notice` still prints.
 
-    The other reporters extend it. Events: `attach` once the engine is loaded, then
-    `stage_started`/`stage_finished` around every engine call, `round_finished` after each round,
-    and `close` at the end (idempotent; messages after it print as plain lines).
+    The other reporters extend it. Events: `attach` once the engine is loaded, then `update`
+    with a Snapshot as completions come back, `round_finished` after each round (and at the
+    end), and `close` at the end (idempotent; messages after it print as plain lines).
     """
 
     def __init__(self, stream: TextIO | None = None,
@@ -87,15 +105,11 @@ class Reporter:
         self.clock = clock
         self.started = clock()
         self.view: View | None = None
-        self._state: RunState | None = None
         self._run_dir = ""
         self._target = 0
-        self._stages: tuple[str, ...] = ()
-        self._running: tuple[str, int, float] | None = None
-        self._tokens = 0
-        self._engine_seconds = 0.0
         self._attached = self.started
         self._accepted_before = 0
+        self._tokens_before: int | None = None
 
     # -- messages --------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -109,55 +123,32 @@ class Reporter:
         print(message, file=self.stream, flush=True)
 
     # -- events ----------------------------------------------------------------------------
-    def attach(self, run_dir: Path | str, state: RunState, target: int,
-               stages: Sequence[str]) -> None:
-        """Start following a run whose engine is loaded; `stages` in the order they run."""
-        self._state, self._run_dir, self._target = state, str(run_dir), target
-        self._stages = tuple(stages)
-        self._attached, self._accepted_before = self.clock(), state.accepted
-        self._update()
+    def attach(self, run_dir: Path | str, target: int, first: Snapshot) -> None:
+        """Start following a run whose engine is loaded, as it is now (`first`)."""
+        self._run_dir, self._target = str(run_dir), target
+        self._attached, self._accepted_before = self.clock(), first.accepted
+        self._tokens_before = first.tokens
+        self.update(first)
 
-    def stage_started(self, stage: str, n_requests: int) -> None:
-        self._running = (stage, n_requests, self.clock())
-        self._update()
+    def update(self, snap: Snapshot) -> None:
+        now = self.clock()
+        tokens = snap.tokens - (self._tokens_before or 0)
+        self.view = View(
+            run_dir=self._run_dir, target=self._target, snap=snap,
+            tokens_per_second=tokens / (now - self._attached) if now > self._attached else 0.0,
+            started=self.started, attached=self._attached,
+            accepted_before=self._accepted_before)
 
-    def stage_finished(self, stage: str, tokens: int, seconds: float) -> None:
-        self._running = None
-        self._tokens += tokens
-        self._engine_seconds += seconds
-        self._update()
-
-    def round_finished(self) -> None:
-        self._update()
+    def round_finished(self, snap: Snapshot) -> None:
+        self.update(snap)
 
     def close(self) -> None:
         pass
 
-    def _update(self) -> None:
-        state = self._state
-        if state is None:
-            return
-        counts = state.counts
-        self.view = View(
-            run_dir=self._run_dir,
-            round=state.round,
-            accepted=state.accepted,
-            target=self._target,
-            rejected=tuple(state.reject_reasons.most_common()),
-            dropped=tuple(state.instance_rejects.most_common()),
-            stages=tuple((s, counts[f"{s}_requests"], counts[f"{s}_tokens"])
-                         for s in self._stages),
-            running=self._running,
-            tokens_per_second=self._tokens / self._engine_seconds if self._engine_seconds else 0,
-            started=self.started,
-            attached=self._attached,
-            accepted_before=self._accepted_before,
-        )
-
 
 class LogReporter(Reporter):
-    """Plain lines for logs: one per round, plus a stage start after a long silence, so that a
-    nohup log shows the run is alive during engine calls that take minutes."""
+    """Plain lines for logs: one per round, plus a line after a long silence, so that a nohup
+    log shows the run is alive while the engine works."""
 
     def __init__(self, stream: TextIO | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -171,15 +162,17 @@ class LogReporter(Reporter):
         super()._print(message)
         self._last_line = self.clock()
 
-    def stage_started(self, stage: str, n_requests: int) -> None:
-        super().stage_started(stage, n_requests)
+    def update(self, snap: Snapshot) -> None:
+        super().update(snap)
         now = self.clock()
-        if self.view is not None and now - self._last_line > LINE_GAP:
-            self._print(f"round {self.view.round}: {stage} started, {n_requests} requests, "
+        running = ", ".join(f"{s} {n}" for s, _, _, n in snap.stages if n)
+        if running and self.view is not None and now - self._last_line > LINE_GAP:
+            self._print(f"round {snap.round}: {snap.accepted}/{self._target} accepted, "
+                        f"requests in flight: {running}, "
                         f"elapsed {clock(self.view.elapsed(now))}")
 
-    def round_finished(self) -> None:
-        super().round_finished()
+    def round_finished(self, snap: Snapshot) -> None:
+        super().round_finished(snap)
         if self.view is not None:
             self._print(progress_line(self.view, self.clock()))
 
@@ -202,17 +195,11 @@ class LiveReporter(Reporter):
         # a long path (the resume command) in one piece for copying.
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
-    def attach(self, run_dir: Path | str, state: RunState, target: int,
-               stages: Sequence[str]) -> None:
-        super().attach(run_dir, state, target, stages)
+    def attach(self, run_dir: Path | str, target: int, first: Snapshot) -> None:
+        super().attach(run_dir, target, first)
         self._live = Live(get_renderable=self.render, console=self.console,
                           refresh_per_second=2, transient=False)
         self._live.start()
-
-    def _update(self) -> None:
-        super()._update()
-        if self._live is not None:
-            self._live.refresh()
 
     def close(self) -> None:
         # The last frame stays on screen; what is printed afterwards goes below it.
@@ -235,17 +222,13 @@ class LiveReporter(Reporter):
                                             width=40), f"{view.accepted}/{view.target}")
         stages = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False, header_style="dim")
         for name, justify in (("stage", "left"), ("requests", "right"), ("tokens", "right"),
-                              ("", "left")):
+                              ("in flight", "right")):
             stages.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for stage, requests, tokens in view.stages:
-            status = ""
-            if view.running and view.running[0] == stage:
-                status = (f"running: {view.running[1]} requests, "
-                          f"{clock(now - view.running[2])}")
+        for stage, requests, tokens, running in view.snap.stages:
             stages.add_row(stage, f"{requests:,}", f"{tokens:,}",
-                           Text(status, style="bold cyan"))
-        return Group(header, bar, _reasons("rejected instructions", view.rejected),
-                     _reasons("dropped instances", view.dropped), stages)
+                           Text(f"{running:,}" if running else "", style="bold cyan"))
+        return Group(header, bar, _reasons("rejected instructions", view.snap.rejected),
+                     _reasons("dropped instances", view.snap.dropped), stages)
 
 
 def _reasons(title: str, reasons: tuple[tuple[str, int], ...]) -> Text:

@@ -69,7 +69,8 @@ def contaminated_ids(root: Path, warn: Callable[[str], None] = _stderr) -> set[s
 
 def select_instances(run, min_score: int | None = None, keep_contaminated: bool = False,
                      warn: Callable[[str], None] = _stderr) -> tuple[list[dict], dict[str, int]]:
-    """The instances of `run` (report.Run) an export keeps, and how many were left out why:
+    """The instances of `run` (report.Run) an export keeps, each with its task `id` added, and
+    how many were left out why:
     `contaminated` (unless `keep_contaminated`), and with `min_score` `below_min_score`,
     `unparsed` (the judge's reply had no readable score) and `unscored` (not judged yet).
     A task left out for two reasons counts once, under the first of these."""
@@ -97,7 +98,7 @@ def select_instances(run, min_score: int | None = None, keep_contaminated: bool 
         if reason:
             left_out[reason] += 1
         else:
-            kept.append(row)
+            kept.append({**row, "id": ident})
     if left_out["unscored"]:
         n = left_out["unscored"]
         warn(f"note: {_tasks(n)} {'has' if n == 1 else 'have'} not been judged yet and "

@@ -37,12 +37,17 @@ from selfinstruct_local.engines.base import (
     DEFAULT_SERVER_TIMEOUT,
     EngineOptions,
 )
+from selfinstruct_local.engines.enginelog import ENGINE_LOG
 from selfinstruct_local.engines.gpus import check_gpus, plan_parallelism
 from selfinstruct_local.engines.openai import parse_base_urls, public_url
+from selfinstruct_local.engines.stream import open_stream
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable, StopRequest
+from selfinstruct_local.methods import load_method
 from selfinstruct_local.models import ensure_weights, load_registry
-from selfinstruct_local.pipeline.runner import Generator
+from selfinstruct_local.pipeline.instances import few_shot_texts
+from selfinstruct_local.pipeline.loop import Loop
+from selfinstruct_local.pipeline.stages import Context
 from selfinstruct_local.pipeline.state import RunState, load_state
 from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
@@ -86,7 +91,7 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
             "--output DIR or another --seed).")
         config.output = same
     config.output = Path(config.output) if config.output else default_output_dir()
-    store = RunStore(config.output)
+    store = RunStore(config.output, group_commit=True)
     hold_run_lock(store.root)  # before reading anything: one writer per run directory
     previous = store.read_json(MANIFEST)
     if previous:
@@ -135,7 +140,7 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     log(f"Loading {spec.name} with the {config.engine} engine {where_it_runs(options)}"
         " ...")
     try:
-        engine = entry.load(spec, replace(options, server_log=store.root / "server.log"))
+        engine = entry.load(spec, replace(options, engine_log=store.root / ENGINE_LOG))
     except ServerUnavailable as exc:
         raise SigenError(f"{exc}. Check that the server is up and --base-url is right "
                          "(it ends in /v1), then run the same command again.") from None
@@ -148,9 +153,11 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     # its tasks already accepted are then near-duplicates within their passage.
     sampler = (PassageSampler(passages, config.seed, used=state.counts["passages_drawn"])
                if passages else None)
-    generator = Generator(config, engine, prompts, seed_tasks, store, state, index,
-                          batch_size=batch_size, sampling=sampling, progress=reporter,
-                          sampler=sampler)
+    ctx = Context(config, prompts, seed_tasks, state, store, index,
+                  temperature=sampling.get("temperature", 0.7), top_p=sampling.get("top_p", 0.9),
+                  sampler=sampler, examples=few_shot_texts(prompts))
+    method = load_method(ctx)
+    stream = open_stream(engine, stream_capacity(options, batch_size))
     outage: str | None = None  # why no server answered, when that stopped the run
 
     def manifest(status: str) -> dict:
@@ -158,6 +165,11 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
                                time.perf_counter() - started, len(seed_tasks), previous or {})
         if corpus is not None:
             built["corpus"] = corpus
+        built["determinism"] = determinism(stream.ordered)
+        # From the first request to the end of the work, added over resumed processes: the
+        # time behind tokens per second (the model load excluded).
+        built["generation_seconds"] = round(
+            (previous or {}).get("generation_seconds", 0.0) + loop.generation_seconds, 2)
         return {**built, "stop_reason": outage} if outage and status == "interrupted" else built
 
     def finish(status: str) -> None:
@@ -172,15 +184,20 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
             return
         store.write_json(MANIFEST, {**manifest(status), "summary": summary})
 
-    store.write_json(MANIFEST, manifest("running"))
-    reporter.attach(store.root, state, config.num_instructions, run_stages(config))
     stop = StopRequest(reporter.notice)
+    loop = Loop(ctx, method, stream, batch_size, progress=reporter, stop=stop,
+                checkpoint=lambda: store.write_json(MANIFEST, manifest("running")))
+    store.write_json(MANIFEST, manifest("running"))
+    reporter.attach(store.root, config.num_instructions, loop.snapshot())
     status, closed = None, False
     try:
         with stop:  # from here on a second Ctrl-C raises KeyboardInterrupt, cleanup included
             try:
-                generator.run(on_round=lambda: store.write_json(MANIFEST, manifest("running")),
-                              stop=stop)
+                try:
+                    loop.run()
+                finally:  # what was decided reaches the disk, whatever stopped the loop
+                    with contextlib.suppress(SigenError):
+                        store.flush()
             except ServerUnavailable as exc:
                 outage = str(exc)  # stops like a Ctrl-C: everything decided is on disk
                 stop.requested = True
@@ -275,13 +292,23 @@ def where_it_runs(options: EngineOptions) -> str:
             f"{options.tensor_parallel} GPU(s)")
 
 
-def run_stages(config: RunConfig) -> tuple[str, ...]:
-    """The engine calls of a round, in order (the stage names `Generator._generate` uses)."""
-    if config.method == "alpaca":
-        return ("alpaca",)
-    if config.corpus is not None:  # grounded tasks are answered from their passage: no classify
-        return ("bootstrap", "instances")
-    return ("bootstrap", "classify", "instances")
+def stream_capacity(options: EngineOptions, batch_size: int) -> int:
+    """Requests kept submitted: every slot of every server for the openai engine (its
+    --concurrency each); one batch for the engines that run batches."""
+    if options.base_urls:
+        return options.concurrency * len(options.base_urls)
+    return batch_size
+
+
+def determinism(ordered: bool) -> str:
+    """What the manifest says a second run with the same command would repeat."""
+    if ordered:
+        return ("ordered: the same command and --seed send the same prompts in the same order, "
+                "each with its own seed; the engine's kernels decide whether completions "
+                "repeat bit for bit")
+    return ("unordered: requests finish in the order the servers answer them, so the pool "
+            "each Self-Instruct prompt is sampled from, and what is accepted first, can differ "
+            "between runs; each request's seed is fixed by what it asks")
 
 
 def _check_resume(previous: dict, config: RunConfig, force: bool, root: Path) -> None:

@@ -1,8 +1,12 @@
 """A run directory: append-only JSONL files plus a manifest that is replaced atomically.
 
-Rows are appended and fsynced as soon as they are decided, so a crash loses at most the work in
-flight. A process killed mid-write leaves a torn last line; reading detects it, reports it and
-truncates the file back to its last complete line. A bad line anywhere else is an error.
+Rows are appended and fsynced as soon as they are decided, or, in group-commit mode (the
+generation loop), collected and written with one fsync per file at most GROUP_COMMIT_SECONDS
+later, files in COMMIT_ORDER: an instruction's pending row reaches the disk before its instance
+rows, and those before its final row, so a crash loses at most the rows of the last half second,
+which the run then redoes as work in flight. A process killed mid-write leaves a torn last line;
+reading detects it, reports it and truncates the file back to its last complete line. A bad line
+anywhere else is an error.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import errno
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +28,8 @@ REJECTED = "rejected.jsonl"
 PENDING = "pending.jsonl"  # accepted by the filters, waiting for classification and instances
 MANIFEST = "manifest.json"
 DATA = "data.json"
+COMMIT_ORDER = (PENDING, REJECTED, INSTANCES, INSTRUCTIONS)
+GROUP_COMMIT_SECONDS = 0.5
 
 
 # Why a write fails when the machine, not sigen, is at fault: said in words a user can act on.
@@ -56,8 +63,13 @@ def writing(path: Path) -> Iterator[None]:
 
 
 class RunStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, group_commit: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.root = Path(root)
+        self.group_commit = group_commit
+        self.clock = clock
+        self._buffer: dict[str, list[str]] = {}
+        self._oldest: float | None = None  # when the oldest buffered row was appended
         with writing(self.root):
             self.root.mkdir(parents=True, exist_ok=True)
 
@@ -65,9 +77,30 @@ class RunStore:
         return self.root / name
 
     def append(self, name: str, rows: Iterable[dict]) -> None:
-        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
         if not lines:
             return
+        if not self.group_commit:
+            self._write(name, "".join(lines))
+            return
+        self._buffer.setdefault(name, []).extend(lines)
+        if self._oldest is None:
+            self._oldest = self.clock()
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        if self._oldest is not None and self.clock() - self._oldest >= GROUP_COMMIT_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered row: one write and one fsync per file, in COMMIT_ORDER."""
+        names = [n for n in COMMIT_ORDER if n in self._buffer]
+        names += [n for n in self._buffer if n not in COMMIT_ORDER]
+        for name in names:
+            self._write(name, "".join(self._buffer.pop(name)))
+        self._oldest = None
+
+    def _write(self, name: str, lines: str) -> None:
         with writing(self.path(name)), open(self.path(name), "a", encoding="utf-8") as handle:
             handle.write(lines)
             handle.flush()

@@ -112,6 +112,9 @@ def count_words(text: str) -> int:
     return len(tokenize(text))
 
 
+_CJK_FIRST = min(lo for lo, _ in _CJK_RANGES)  # below it (ASCII, Latin ...): not CJK, fast
+
+
 def is_cjk_char(ch: str) -> bool:
     """True if ``ch`` is a Han ideograph, Hiragana or Katakana letter: a token on its own.
 
@@ -121,4 +124,4 @@ def is_cjk_char(ch: str) -> bool:
     if not ch or not ch[0].isalnum():
         return False
     cp = ord(ch[0])
-    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+    return cp >= _CJK_FIRST and any(lo <= cp <= hi for lo, hi in _CJK_RANGES)

@@ -14,6 +14,7 @@ from rapidfuzz.distance import Indel
 from rouge_score import rouge_scorer
 
 from selfinstruct_local.dedup import (
+    POOL_SAMPLE,
     NearDupIndex,
     brute_force_dedup,
     dedup_jsonl,
@@ -332,6 +333,44 @@ def test_most_similar_edge_cases() -> None:
     index.add("a b")
     assert index.most_similar("", k=5) == ([(0, 0.0), (1, 0.0)], 0.0)
     assert index.most_similar("a b", k=1) == ([(1, 1.0)], 0.5)
+
+
+@SETTINGS
+@given(st.integers(0, 10**9), st.integers(1, 12))
+def test_neighbours_equal_the_full_scan_on_a_small_pool(seed: int, k: int) -> None:
+    texts = near_threshold_texts(seed, MIXED_VOCAB, 40)
+    index = NearDupIndex()
+    for text in texts:
+        index.add(text)
+    query = texts[seed % len(texts)] + " 的 add"
+    top, mean = index.neighbours(query, k)
+    exact_top, exact_mean = index.most_similar(query, k)
+    assert [i for i, _ in top] == [i for i, _ in exact_top]
+    assert mean == pytest.approx(exact_mean)
+    own = seed % len(texts)
+    top, _ = index.neighbours(texts[own], k, exclude=own)
+    assert own not in [i for i, _ in top]
+
+
+def test_neighbours_on_a_large_pool_find_every_item_above_the_threshold() -> None:
+    rng = random.Random(5)
+    words = [f"w{i}" for i in range(400)]
+    texts = [" ".join(rng.choices(words, k=rng.randint(6, 14))) for _ in range(3000)]
+    index = NearDupIndex()
+    for text in texts:
+        index.add(text)
+    assert len(index) > POOL_SAMPLE
+    for q in range(0, 3000, 150):
+        query = texts[q].replace(texts[q].split()[0], "new", 1)
+        above = {i for i, t in enumerate(texts) if rouge_l(query, t) >= 0.7}
+        top, mean = index.neighbours(query, k=len(above) + 10)
+        found = {i for i, _ in top}
+        assert above <= found
+        scores = [s for _, s in top]
+        assert scores == sorted(scores, reverse=True)
+        assert all(s == pytest.approx(rouge_l(query, texts[i])) for i, s in top)
+        full_mean = sum(rouge_l(query, t) for t in texts) / len(texts)
+        assert abs(mean - full_mean) < 0.05  # a uniform sample of POOL_SAMPLE items
 
 
 # --- JSONL -----------------------------------------------------------------------------------

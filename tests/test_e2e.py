@@ -67,11 +67,27 @@ def check_run_directory(out, minimum, engine="vllm"):
     return instructions, manifest
 
 
+# What vLLM writes: its log format ("INFO 12-01 10:00:00 [core.py:133]"), Python and C++
+# warnings, tracebacks, Triton notices, weight-loading progress bars.
+VLLM_NOISE = re.compile(r"\b(INFO|WARNING|DEBUG)\b|\[[\w./-]+\.py:\d+\]|Traceback|Warning|"
+                        r"Triton|safetensors|it/s\]")
+
+
+def check_quiet_engine(out, stderr):
+    """vLLM's own output went to engine.log, from sigen's process and from its engine core."""
+    noise = [line for line in stderr.splitlines() if VLLM_NOISE.search(line)]
+    assert not noise, noise[:5]
+    log = (out / "engine.log").read_text(encoding="utf-8")
+    started = re.findall(r"pid=(\d+)\) INFO \d\d-\d\d [\d:]+ \[[\w.]+:\d+\] ", log)
+    assert len(set(started)) >= 2, log[:2000]  # this process and the engine core process
+
+
 def test_self_instruct_run(tmp_path, smollm2):
     out = tmp_path / "run"
     result = sigen("run", "-n", "5", "--batch-size", "8", "-o", str(out), "--seed", "3")
     assert result.returncode == 0, result.stderr[-3000:]
     instructions, manifest = check_run_directory(out, 5)
+    check_quiet_engine(out, result.stderr)
     assert manifest["counts"]["classify_requests"] >= 5
     # stderr is a pipe: plain progress lines, one per round, and no terminal control codes.
     rounds = re.findall(r"^round (\d+): (\d+)/5 accepted, \d+ rejected \(.*\), \d+ tok/s, "
@@ -105,6 +121,7 @@ def test_alpaca_run(tmp_path, smollm2):
                    "--max-new-tokens", "768", "-o", str(out), "--seed", "5")
     assert result.returncode == 0, result.stderr[-3000:]
     instructions, manifest = check_run_directory(out, 5)
+    check_quiet_engine(out, result.stderr)
     assert manifest["config"]["method"] == "alpaca"
     assert "classify_requests" not in manifest["counts"]
 

@@ -150,11 +150,14 @@ def test_same_question_about_different_passages_is_kept():
     assert len(indexes["p1"]) == 2 and len(indexes) == 2
 
 
-# -- the screening step of a round, with the real Generator, index and run store ---------------
-def screening_generator(tmp_path, lang="zh"):
+# -- screening, with the real methods, index and run store ------------------------------------
+def screening(tmp_path, lang="zh"):
+    """A screen function over a real context: (candidates, carried) -> accepted rows."""
     from selfinstruct_local.config import RunConfig
     from selfinstruct_local.dedup import NearDupIndex
-    from selfinstruct_local.pipeline.runner import Generator
+    from selfinstruct_local.methods import grounded, self_instruct
+    from selfinstruct_local.pipeline.screen import screen
+    from selfinstruct_local.pipeline.stages import Context
     from selfinstruct_local.pipeline.state import RunState
     from selfinstruct_local.runstore import RunStore
     from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
@@ -165,8 +168,16 @@ def screening_generator(tmp_path, lang="zh"):
         index.add(task.instruction)
     config = RunConfig(lang=lang, num_instructions=100)
     # Screening makes no engine call: the engine is not needed for this step.
-    return Generator(config, None, load_prompts(lang), seeds, RunStore(tmp_path), RunState(),
-                     index, batch_size=4, sampling={})
+    ctx = Context(config, load_prompts(lang), seeds, RunState(), RunStore(tmp_path), index)
+
+    def accept(candidates, carried=None):
+        method = (grounded if carried else self_instruct).method(ctx)
+        rows = [screen(ctx, method, {"instruction": text, **(carried[k] if carried else {})}, 1)
+                for k, text in enumerate(candidates)]
+        ctx.store.append("rejected.jsonl", [r for r in rows if "reason" in r])
+        return [r for r in rows if "reason" not in r]
+
+    return ctx, accept
 
 
 def grounded_payload(passage_id, kind="plot"):
@@ -175,25 +186,25 @@ def grounded_payload(passage_id, kind="plot"):
 
 
 def test_a_verbatim_repeat_about_the_same_passage_is_rejected(tmp_path):
-    gen = screening_generator(tmp_path)
+    ctx, accept = screening(tmp_path)
     question = "士隐为什么一年比一年穷？"
-    kept = gen._accept_instructions(
+    kept = accept(
         [question, question, question, "问这段原文里发生了什么事。"],
         [grounded_payload("p1"), grounded_payload("p1"), grounded_payload("p2"),
          grounded_payload("p2", "plot")])
     assert [(r["instruction"], r["passage"]["id"]) for r in kept] == [
         (question, "p1"), (question, "p2")]
     assert all(r["kind"] == "plot" for r in kept)
-    rejected = gen.store.read("rejected.jsonl")
+    rejected = ctx.store.read("rejected.jsonl")
     assert [r["reason"] for r in rejected] == ["near_duplicate", "copied_prompt"]
     assert rejected[0]["most_similar"][0] == {"instruction": question, "score": 1.0}
-    assert gen.state.reject_reasons == Counter(near_duplicate=1, copied_prompt=1)
+    assert ctx.state.reject_reasons == Counter(near_duplicate=1, copied_prompt=1)
 
 
 def test_chinese_near_duplicates_of_the_pool_are_rejected(tmp_path):
-    gen = screening_generator(tmp_path)
-    seed = gen.seed_tasks[0].instruction
+    ctx, accept = screening(tmp_path)
+    seed = ctx.seed_tasks[0].instruction
     fresh = "为《红楼梦》第三回写一段两百字以内的内容提要。"
-    kept = gen._accept_instructions([seed, fresh, fresh + "", fresh[:-1] + "！"])
+    kept = accept([seed, fresh, fresh + "", fresh[:-1] + "！"])
     assert [r["instruction"] for r in kept] == [fresh]
-    assert [r["reason"] for r in gen.store.read("rejected.jsonl")] == ["near_duplicate"] * 3
+    assert [r["reason"] for r in ctx.store.read("rejected.jsonl")] == ["near_duplicate"] * 3

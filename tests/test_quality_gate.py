@@ -10,7 +10,7 @@ import pytest
 
 from selfinstruct_local.contamination import decontaminate_run
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.export import export_rows
+from selfinstruct_local.export import export
 from selfinstruct_local.quality import SCORES, select_instances, task_ids
 from selfinstruct_local.report import format_summary, load_run, summarize, write_report
 from tests.conftest import sigen
@@ -27,7 +27,7 @@ TASKS = [  # ids mi-000001-1, mi-000001-2, mi-000002-1, ...
     ("Summarize the text.", "Cats sleep a lot.", "Cats nap."),
 ]
 # mi-000002-1 (contaminated) also scores 5: it is left out as contaminated, counted once.
-SCORE_ROWS = [("mi-000001-1", 5), ("mi-000001-2", 2), ("mi-000002-1", 5), ("mi-000003-1", None),
+SCORE_ROWS = [("mi-000001-1", 2), ("mi-000001-2", 5), ("mi-000002-1", 5), ("mi-000003-1", None),
               ("mi-000004-1", 3), ("mi-000003-1", 4)]  # the later row for mi-000003-1 wins
 TORN = '{"id": "mi-000005-1", "score": 5, "rea'  # a judge killed mid-write
 
@@ -42,6 +42,11 @@ def run_dir(tmp_path):
     bench.write_text(f"{BENCH_ITEM}\n", encoding="utf-8")
     decontaminate_run(run, [bench])
     return run
+
+
+def export_rows(run_dir, fmt, **options):
+    done = export(run_dir, fmt, card=False, **options)
+    return done.path, done.rows, done.left_out
 
 
 def exported(path):
@@ -66,12 +71,18 @@ def test_contaminated_tasks_are_left_out_by_default(run_dir):
 def test_min_score_keeps_tasks_scored_at_least_that(run_dir):
     path, count, left_out = export_rows(run_dir, "jsonl", min_score=4)
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    assert [(r["instruction_id"], r["input"]) for r in rows] == [("mi-000001", ""),
+    assert [(r["instruction_id"], r["input"]) for r in rows] == [("mi-000001", "Tone: calm"),
                                                                  ("mi-000003", "")]
     # The torn row of mi-000005-1 does not count: that task is not judged yet.
     assert left_out == {"below_min_score": 2, "contaminated": 1, "unscored": 1}
     _, count, left_out = export_rows(run_dir, "jsonl", min_score=2, keep_contaminated=True)
     assert (count, left_out) == (5, {"unscored": 1})
+
+
+def test_sharegpt_ids_stay_the_task_ids_when_tasks_are_left_out(run_dir):
+    path, _, _ = export_rows(run_dir, "sharegpt", min_score=4)
+    ids = [r["id"] for r in json.loads(path.read_text(encoding="utf-8"))]
+    assert ids == ["mi-000001-2", "mi-000003-1"]  # as in scores.jsonl, not renumbered
 
 
 def test_unparsed_scores_are_counted_apart(run_dir):

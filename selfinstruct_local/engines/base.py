@@ -70,7 +70,9 @@ class EngineOptions:
     server_timeout: float = DEFAULT_SERVER_TIMEOUT
     batch_size: int = 16  # the transformers engine's own forward batch
     log: Callable[[str], None] = print  # notices (a replica dropped, a server waited for)
-    server_log: Path | None = None  # where a vllm serve that sigen starts writes its output
+    # The engine's own output (vLLM's logs and warnings, a vllm serve's output): the run's
+    # engine.log; None: the terminal.
+    engine_log: Path | None = None
 
     @property
     def replicas(self) -> int:

@@ -309,6 +309,9 @@ class OpenAIEngine:
         self.stats.add(completions, time.perf_counter() - start)
         return completions
 
+    def stream(self, capacity: int) -> OpenAIStream:
+        return OpenAIStream(self, capacity)
+
     async def _generate_all(self, requests: list[Request]) -> list[Completion]:
         tasks = [asyncio.ensure_future(self._send(r)) for r in requests]
         try:
@@ -368,6 +371,41 @@ class OpenAIEngine:
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(self._client.aclose())
         loop.close()
+
+
+class OpenAIStream:
+    """Each submitted request is sent at once (as a task on the engine's event loop, which runs
+    while `collect` waits); completions come back in the order the servers finish them."""
+
+    ordered = False
+    blocking = False
+    WAIT = 0.25  # seconds `collect` waits for a completion, so the caller can check Ctrl-C
+
+    def __init__(self, engine: OpenAIEngine, capacity: int) -> None:
+        self.engine = engine
+        self.capacity = max(1, capacity)
+        self._tasks: dict[asyncio.Task, int] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def submit(self, key: int, request: Request) -> None:
+        self._tasks[self.engine._loop.create_task(self.engine._send(request))] = key
+
+    def collect(self) -> list[tuple[int, Completion]]:
+        if not self._tasks:
+            return []
+        start = time.perf_counter()
+        engine = self.engine
+        try:
+            done, _ = engine._run(asyncio.wait(self._tasks, timeout=self.WAIT,
+                                               return_when=asyncio.FIRST_COMPLETED))
+        finally:
+            engine._update_counts()
+        finished = [(self._tasks.pop(task), task.result()) for task in done]  # raises a failure
+        engine.stats.add([c for _, c in finished], time.perf_counter() - start)
+        return finished
 
 
 def _describe(exc: httpx.TransportError) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from selfinstruct_local.engines.base import EngineOptions, cpu_dtype
+from selfinstruct_local.engines.enginelog import log_size, start_failure
 from selfinstruct_local.engines.openai import OpenAIEngine
 from selfinstruct_local.engines.reaper import guard
 from selfinstruct_local.errors import SigenError
@@ -82,6 +83,7 @@ class ManagedServer:
     def start(self, timeout: float = START_TIMEOUT) -> ManagedServer:
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        log_start = log_size(self.log_path)  # the log is appended to across resumes
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             # A session of its own: a terminal's Ctrl-C reaches sigen, which then stops the
@@ -95,18 +97,17 @@ class ManagedServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                status = self.process.returncode
                 self.stop()
-                raise SigenError(f"vllm serve exited with status {self.process.returncode} "
-                                 f"while starting{self._log_hint()}")
+                raise SigenError(start_failure("vllm serve", self.log_path, log_start,
+                                               f"it exited with status {status}"))
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
                     return self
             time.sleep(0.5)
         self.stop()
-        raise SigenError(f"vllm serve did not answer within {timeout:.0f} s{self._log_hint()}")
-
-    def _log_hint(self) -> str:
-        return f"; its output is in {self.log_path}" if self.log_path else ""
+        hint = f"; its output is in {self.log_path}" if self.log_path else ""
+        raise SigenError(f"vllm serve did not answer within {timeout:.0f} s{hint}")
 
     def stop(self, wait: bool = True) -> None:
         """SIGTERM to the server's process group (vLLM's engine processes too), then SIGKILL."""
@@ -146,7 +147,7 @@ class ServedVLLMEngine(OpenAIEngine):
         self.server = ManagedServer(spec, spec.path, gpus=options.gpus,
                                     tensor_parallel=options.tensor_parallel,
                                     replicas=options.replicas, seed=options.seed,
-                                    log_path=options.server_log)
+                                    log_path=options.engine_log)
         started = time.perf_counter()
         self.server.start()
         try:

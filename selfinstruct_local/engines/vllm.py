@@ -23,6 +23,7 @@ from selfinstruct_local.engines.base import (
     cpu_dtype,
     render_prompt,
 )
+from selfinstruct_local.engines.enginelog import log_size, logger_to, output_to, start_failure
 from selfinstruct_local.engines.reaper import guard
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ModelSpec
@@ -41,15 +42,35 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, spec: ModelSpec, options: EngineOptions) -> None:
-        gpus, seed = options.gpus, options.seed
-        # Defaults that keep the CPU build small and quiet; a user's own settings win.
+        self.log_path = options.engine_log
+        # Defaults that keep the CPU build small and quiet; a user's own settings win. With a
+        # run's engine.log, vLLM's start-up lines are worth keeping there.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        if self.log_path is None:
+            os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        start = time.perf_counter()
+        log_start = log_size(self.log_path)
+        try:
+            # vLLM prints at import, and its engine-core process inherits the descriptors
+            # that are current when it starts: both happen inside this window (enginelog.py).
+            with output_to(self.log_path):
+                self._start(spec, options)
+        except SigenError:
+            raise
+        except Exception as exc:
+            raise SigenError(start_failure("vLLM", self.log_path, log_start,
+                                           f"{type(exc).__name__}: {exc}".rstrip(": "))) from exc
+        logger_to("vllm", self.log_path)  # what it logs from this process from now on
+        self.stats.load_seconds = time.perf_counter() - start
+
+    def _start(self, spec: ModelSpec, options: EngineOptions) -> None:
         try:
             import vllm
         except ImportError:
             raise SigenError(VLLM_MISSING) from None
+
+        gpus, seed = options.gpus, options.seed
         self.spec = spec
         self.stats = EngineStats()
         self._vllm = vllm
@@ -70,47 +91,41 @@ class VLLMEngine:
         # Either way runs are alike, not byte-identical: batches form by timing (see README).
         self.per_request_seeds = gpus > 0
         self.stats.extra["per_request_seeds"] = self.per_request_seeds
-        start = time.perf_counter()
         before = set(multiprocessing.active_children())
         self.llm = vllm.LLM(**kwargs)
         # The engine's own processes (engine core), to end them when shutting down is cut short.
         self._processes = [p for p in multiprocessing.active_children() if p not in before]
         # If sigen itself is killed, a watchdog ends them (see reaper.py).
         self._reaper = guard([p.pid for p in self._processes if p.pid])
-        self.stats.load_seconds = time.perf_counter() - start
         self.stats.extra["vllm_version"] = vllm.__version__
         self.tokenizer = self.llm.get_tokenizer()
 
     def render(self, request: Request) -> str:
         return render_prompt(self.tokenizer, self.spec.prompt_format, request)
 
+    def params(self, r: Request):  # -> vllm.SamplingParams
+        return self._vllm.SamplingParams(
+            max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p,
+            stop=list(r.stop) or None, seed=r.seed if self.per_request_seeds else None)
+
     def generate(self, requests: list[Request]) -> list[Completion]:
         if not requests:
             return []
-        params = [
-            self._vllm.SamplingParams(
-                max_tokens=r.max_tokens,
-                temperature=r.temperature,
-                top_p=r.top_p,
-                stop=list(r.stop) or None,
-                seed=r.seed if self.per_request_seeds else None,
-            )
-            for r in requests
-        ]
         prompts = [self.render(r) for r in requests]
         start = time.perf_counter()
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        completions = [
-            Completion(
-                text=out.outputs[0].text,
-                finish_reason="length" if out.outputs[0].finish_reason == "length" else "stop",
-                prompt_tokens=len(out.prompt_token_ids or []),
-                completion_tokens=len(out.outputs[0].token_ids),
-            )
-            for out in outputs
-        ]
+        outputs = self.llm.generate(prompts, [self.params(r) for r in requests], use_tqdm=False)
+        completions = [_completion(out) for out in outputs]
         self.stats.add(completions, time.perf_counter() - start)
         return completions
+
+    def stream(self, capacity: int):  # -> VLLMStream | BatchStream
+        """Requests added to vLLM's engine as they are submitted, collected as each finishes
+        (vLLM's own scheduler keeps its batch full); batches where this vLLM lacks `enqueue`."""
+        if not hasattr(self.llm, "enqueue") or os.environ.get("SIGEN_VLLM_BATCHES"):
+            from selfinstruct_local.engines.stream import BatchStream
+
+            return BatchStream(self, capacity)
+        return VLLMStream(self, capacity)
 
     def close(self, wait: bool = True) -> None:
         """Shut the engine core process down now rather than at interpreter exit (which waits
@@ -123,7 +138,8 @@ class VLLMEngine:
             getattr(engine, "engine_core", None), "shutdown", None
         )
         if wait and callable(shutdown):
-            with contextlib.suppress(Exception):  # best effort: the process is exiting anyway
+            # Best effort: the process is exiting anyway; what it prints goes to engine.log.
+            with output_to(getattr(self, "log_path", None)), contextlib.suppress(Exception):
                 shutdown()
         for process in getattr(self, "_processes", []):
             if process.is_alive():
@@ -132,3 +148,58 @@ class VLLMEngine:
         reaper, self._reaper = getattr(self, "_reaper", None), None
         if reaper is not None:
             os.close(reaper)  # the watchdog wakes up, finds nothing left, and exits
+
+
+def _completion(out) -> Completion:  # out: vllm.RequestOutput
+    first = out.outputs[0]
+    return Completion(text=first.text,
+                      finish_reason="length" if first.finish_reason == "length" else "stop",
+                      prompt_tokens=len(out.prompt_token_ids or []),
+                      completion_tokens=len(first.token_ids))
+
+
+class VLLMStream:
+    """Submitted requests go into vLLM's engine at once (`LLM.enqueue`); `collect` runs engine
+    steps until some finish. Which requests share a step then depends on timing, so the order
+    completions come back in is not fixed by the run (the manifest says so)."""
+
+    ordered = False
+    blocking = False
+
+    def __init__(self, engine: VLLMEngine, capacity: int) -> None:
+        self.engine = engine
+        self.capacity = max(1, capacity)
+        self._keys: dict[str, int] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._keys)
+
+    def submit(self, key: int, request: Request) -> None:
+        engine = self.engine
+        [request_id] = engine.llm.enqueue([engine.render(request)], [engine.params(request)],
+                                          use_tqdm=False)
+        self._keys[_external(request_id)] = key
+
+    def collect(self) -> list[tuple[int, Completion]]:
+        if not self._keys:
+            return []
+        start = time.perf_counter()
+        finished: list[tuple[int, Completion]] = []
+        llm_engine = self.engine.llm.llm_engine
+        while not finished:
+            if not llm_engine.has_unfinished_requests():
+                raise RuntimeError(f"vLLM has no request left but {len(self._keys)} of sigen's "
+                                   "never came back")
+            for out in llm_engine.step():
+                key = self._keys.pop(_external(out.request_id), None) if out.finished else None
+                if key is not None:
+                    finished.append((key, _completion(out)))
+        self.engine.stats.add([c for _, c in finished], time.perf_counter() - start)
+        return finished
+
+
+def _external(request_id: str) -> str:
+    """The id `LLM.enqueue` gave a request, as its outputs carry it: vLLM may return the
+    internal form, the counter's value plus "-" and 8 random characters."""
+    return request_id.split("-", 1)[0]

@@ -1,0 +1,43 @@
+"""Screening one candidate instruction: the filters, then the near-duplicate index.
+
+A plain function over the run's context: a candidate either becomes a pending task (with an id,
+its most similar pool instructions and its average similarity to the pool) or a rejected row
+with the reason. Its cost does not grow with the pool: the index's exact check is near-linear
+over the run, and the similarity figures come from `NearDupIndex.neighbours` (the items that
+share the instruction's rare tokens, plus a fixed-size uniform sample of the pool).
+"""
+
+from __future__ import annotations
+
+from selfinstruct_local.pipeline.filters import check_instruction
+from selfinstruct_local.pipeline.stages import Context, Method
+
+TOP_SIMILAR = 10
+
+
+def screen(ctx: Context, method: Method, candidate: dict, round_: int) -> dict:
+    """A rejected row (it has "reason") or a pending row for one candidate."""
+    text = candidate["instruction"]
+    row: dict = {"stage": "instruction", "round": round_, "instruction": text}
+    reason = check_instruction(text, ctx.config.lang) or method.check(ctx, candidate)
+    index = method.index_for(ctx, candidate)
+    if reason is None:
+        decision = index.check_and_add(text)
+        if not decision.kept:
+            reason = decision.reason or "near_duplicate"
+            if decision.match_id is not None:
+                row["most_similar"] = [{"instruction": index.text(decision.match_id),
+                                        "score": round(decision.match_score, 4)}]
+    if reason is not None:
+        ctx.state.reject(reason)
+        return {**row, "reason": reason}
+    similar, average = index.neighbours(text, k=TOP_SIMILAR, exclude=len(index) - 1)
+    return {
+        **row,
+        **{k: v for k, v in candidate.items() if k != "instruction"},
+        "id": ctx.state.next_id(),
+        "most_similar": [{"instruction": index.text(i), "score": round(s, 4)}
+                         for i, s in similar],
+        "avg_similarity": round(average, 4),
+        "max_similarity": round(similar[0][1], 4) if similar else 0.0,
+    }

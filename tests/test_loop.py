@@ -1,0 +1,164 @@
+"""The generation loop's logic, driven by a scripted engine (tests/scripted.py): the target is
+met exactly, retries, the stall stop, --max-rounds, resume after a kill at any point, the same
+prompts for the same seed, and group commit. The real engines run the same loop in test_e2e,
+test_resume, test_interrupt and test_server."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from selfinstruct_local.runstore import (
+    GROUP_COMMIT_SECONDS,
+    INSTANCES,
+    INSTRUCTIONS,
+    PENDING,
+    REJECTED,
+    RunStore,
+)
+from tests.scripted import Killed, ScriptedEngine, ScriptedStream, scripted_loop
+
+
+def rows(root, name):
+    path = root / name
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def check_finished(root, target):
+    """The run's files are consistent and hold exactly `target` instructions."""
+    finals = rows(root, INSTRUCTIONS)
+    assert len(finals) == target
+    assert len({r["id"] for r in finals}) == target
+    assert len({r["instruction"] for r in finals}) == target
+    instances = rows(root, INSTANCES)
+    assert Counter(r["instruction_id"] for r in instances) == {
+        r["id"]: r["num_instances"] for r in finals}
+    pending = [r["id"] for r in rows(root, PENDING)]
+    assert len(pending) == len(set(pending))
+    rejected = {r["id"] for r in rows(root, REJECTED) if "id" in r}
+    assert {r["id"] for r in finals} | rejected == set(pending)  # every task has one outcome
+    return finals
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_the_target_is_met_exactly(tmp_path, streamed):
+    engine = ScriptedEngine(fail=0.3)
+    stream = ScriptedStream(engine, capacity=24, order_seed=3) if streamed else None
+    loop = scripted_loop(tmp_path, engine, stream, num_instructions=37)
+    loop.run()
+    check_finished(tmp_path, 37)
+    assert loop.state.accepted == 37
+    stages = Counter(r.assistant_prefix.split()[0] for r in engine.sent)
+    assert stages["Classification:"] >= 37
+    # 30% of instance answers fail: some tasks got a second (sampled) try, some none usable.
+    reasons = Counter(r["reason"] for r in rows(tmp_path, REJECTED))
+    assert reasons["no_valid_instances"] > 0 and reasons["empty_output"] > 0
+    assert loop.state.counts["instances_requests"] > loop.state.counts["classify_requests"]
+
+
+def test_follow_up_requests_share_batches_with_new_ones(tmp_path):
+    """Streaming: a batch carries classify and instance requests for tasks accepted a moment
+    ago together with bootstrap requests, rather than one batch per stage."""
+    engine = ScriptedEngine(fail=0.0)
+    batches = []
+    generate = engine.generate
+
+    def record(requests):
+        batches.append({r.assistant_prefix.split()[0] for r in requests})
+        return generate(requests)
+
+    engine.generate = record
+    scripted_loop(tmp_path, engine, num_instructions=30, batch_size=6).run()
+    assert any(len(kinds) >= 2 for kinds in batches)
+
+
+def test_the_stall_stop_and_max_rounds(tmp_path):
+    stalled = scripted_loop(tmp_path / "a", ScriptedEngine(same_every_time=True),
+                            num_instructions=50, batch_size=4)
+    stalled.run()
+    # The first answer's instructions are kept; every later answer repeats them.
+    assert 0 < stalled.state.accepted < 50
+    assert "added no instruction" in stalled.no_more_sources
+    assert stalled.state.counts["source_requests"] <= 4 * 9 + 4
+
+    engine = ScriptedEngine()
+    limited = scripted_loop(tmp_path / "b", engine, num_instructions=500, batch_size=5,
+                            max_rounds=2)
+    limited.run()
+    assert limited.state.counts["bootstrap_requests"] == 10
+    assert "--max-rounds 2" in limited.no_more_sources
+    assert 0 < limited.state.accepted < 500
+    assert max(r["round"] for r in rows(tmp_path / "b", INSTRUCTIONS)) <= 2
+
+
+@pytest.mark.parametrize("kill_after", [0, 1, 2, 3, 5, 7, 9])
+def test_a_kill_at_any_point_then_resume(tmp_path, kill_after):
+    """The engine dies after `kill_after` batches: rows not yet committed are lost, as with
+    kill -9; the resume (from the files and the last checkpoint's counters) finishes exactly
+    the target, keeping everything that reached the disk."""
+    saved: dict = {}
+    first = scripted_loop(tmp_path, ScriptedEngine(kill_after=kill_after), num_instructions=25)
+    first.checkpoint = lambda: saved.update(counts=dict(first.state.counts))
+    with pytest.raises(Killed):
+        first.run()
+    before = rows(tmp_path, INSTRUCTIONS)
+    resumed = scripted_loop(tmp_path, ScriptedEngine(), counts=saved.get("counts"),
+                            num_instructions=25)
+    resumed.run()
+    final = check_finished(tmp_path, 25)
+    assert all(row in final for row in before)
+
+
+def test_the_same_seed_sends_the_same_prompts_in_the_same_order(tmp_path):
+    runs = []
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        engine = ScriptedEngine()
+        scripted_loop(tmp_path / name, engine, num_instructions=15, seed=seed).run()
+        runs.append([(r.prompt, r.assistant_prefix, r.seed) for r in engine.sent])
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+    assert rows(tmp_path / "a", INSTRUCTIONS) == rows(tmp_path / "b", INSTRUCTIONS)
+
+
+def test_the_alpaca_method_runs_on_the_same_loop(tmp_path):
+    class AlpacaEngine(ScriptedEngine):
+        def answer(self, request):
+            rng = __import__("random").Random(request.seed)
+            # The answer continues "Task 4\nInstruction:", as in alpaca.py's parser.
+            blocks = [f" {self.instruction(rng)}\nInput: <none>\n"
+                      f"Output: A plain answer number {rng.randint(1, 999)}.\n"]
+            blocks += [f"Task {k}\nInstruction: {self.instruction(rng)}\nInput: <none>\n"
+                       f"Output: A plain answer number {rng.randint(1, 999)}.\n"
+                       for k in range(5, 9)]
+            return self.complete("\n".join(blocks))
+
+        @staticmethod
+        def complete(text):
+            from selfinstruct_local.engines import Completion
+
+            return Completion(text, "stop", 500, 100)
+
+    loop = scripted_loop(tmp_path, AlpacaEngine(), method="alpaca", num_instructions=12)
+    loop.run()
+    finals = check_finished(tmp_path, 12)
+    assert all(r["is_classification"] is None for r in finals)
+    assert loop.method.stages == ("alpaca",)
+
+
+def test_group_commit_writes_in_order_with_one_fsync_per_file(tmp_path):
+    now = [0.0]
+    store = RunStore(tmp_path, group_commit=True, clock=lambda: now[0])
+    store.append(INSTRUCTIONS, [{"id": "mi-1"}])
+    store.append(INSTANCES, [{"instruction_id": "mi-1"}])
+    store.append(PENDING, [{"id": "mi-2"}])
+    assert not (tmp_path / INSTRUCTIONS).exists()  # nothing written yet
+    now[0] = GROUP_COMMIT_SECONDS
+    store.append(PENDING, [{"id": "mi-3"}])  # due: everything goes
+    assert [r["id"] for r in rows(tmp_path, PENDING)] == ["mi-2", "mi-3"]
+    assert rows(tmp_path, INSTRUCTIONS) == [{"id": "mi-1"}]
+    store.append(REJECTED, [{"id": "x"}])
+    assert not (tmp_path / REJECTED).exists()
+    store.flush()
+    assert rows(tmp_path, REJECTED) == [{"id": "x"}]
