@@ -368,7 +368,8 @@ def judge(
         raise typer.Exit(130) from None
     if counts:
         scores = ", ".join(f"{s}: {counts[s]}" for s in range(1, 6))
-        print(f"{counts.total()} tasks judged in {time.perf_counter() - started:.0f} s "
+        n = counts.total()
+        print(f"{n} task{'s' * (n != 1)} judged in {time.perf_counter() - started:.0f} s "
               f"({scores}; unparsed: {counts['unparsed']}) -> {run_dir / 'scores.jsonl'}")
 
 
