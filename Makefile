@@ -12,7 +12,7 @@ PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 DEMO_DIR ?= runs/demo
 DEMO_N ?= 20
 
-.PHONY: demo test install lint bench-dedup bench-engine bench-pipeline clean
+.PHONY: demo test install lint bench-dedup bench-decontam bench-engine bench-pipeline clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ lint: install
 bench-dedup: install
 	$(BIN)/python scripts/bench_dedup.py ../shared/bench/pool_en.jsonl --sizes 10000,20000,40000,60000
 	$(BIN)/python scripts/bench_dedup.py ../shared/bench/pool_zh.jsonl --sizes 10000,20000,40000,60000
+
+# sigen decontaminate: 1,000,000 benchmark lines against 60,000 tasks, both built from the pools.
+bench-decontam: install
+	$(BIN)/python scripts/bench_decontam.py
 
 # sigen's openai engine against a plain async loop, on a vllm serve of the packaged model that the
 # script starts on 127.0.0.1 (or: BENCH_ENGINE_ARGS="--base-url http://host:8000/v1").

@@ -301,18 +301,123 @@ def export(
         "folder.")] = False,
     dataset_name: Annotated[str | None, typer.Option(
         help="Name of the dataset_info.json entry. Default: the run directory's name.")] = None,
+    min_score: Annotated[int | None, typer.Option(
+        "--min-score", min=1, max=5, help="Keep only tasks that `sigen judge` scored at "
+        "least this (1-5); unjudged and unreadable ones are left out too.")] = None,
+    keep_contaminated: Annotated[bool, typer.Option(
+        "--keep-contaminated", help="Keep tasks that `sigen decontaminate` found in a "
+        "benchmark (left out by default).")] = False,
 ) -> None:
     """Write a run's instruction data in a format that fine-tuning tools read."""
     from selfinstruct_local.export import export as export_data
 
     _note_if_being_written(run_dir)
     done = export_data(run_dir, fmt, output, system=system, card=card,
-                       llama_factory=llama_factory, dataset_name=dataset_name)
-    print(f"{done.rows} examples ({done.fmt}) -> {done.path}")
+                       llama_factory=llama_factory, dataset_name=dataset_name,
+                       min_score=min_score, keep_contaminated=keep_contaminated)
+    words = {"contaminated": "contaminated", "below_min_score": f"scored below {min_score}",
+             "unparsed": "score unreadable", "unscored": "not judged"}
+    reasons = ", ".join(f"{n} {words[reason]}" for reason, n in done.left_out.items())
+    print(f"{done.rows} examples ({done.fmt}) -> {done.path}"
+          + (f"; left out: {reasons}" if reasons else ""))
     if done.card is not None:
         print(f"dataset card -> {done.card}")
     if done.dataset_info is not None:
         print(f"dataset_info.json entry {done.dataset_name!r} -> {done.dataset_info}")
+
+
+@app.command()
+def judge(
+    run_dir: RunDir,
+    model: Annotated[str | None, typer.Option(
+        help="The judge: a model of the registry, a checkpoint directory, or (--engine "
+        "openai) a model the server serves. Default: the run's own model.")] = None,
+    models_file: ModelsFile = None,
+    engine: Annotated[str | None, typer.Option(
+        help="vllm, transformers or openai, as for `sigen run`. Default: the run's engine.")
+    ] = None,
+    gpus: Annotated[int | None, typer.Option(help="As for `sigen run`.")] = None,
+    tensor_parallel: Annotated[int | None, typer.Option(
+        "--tensor-parallel", min=1, help="As for `sigen run`.")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", help="--engine openai: the server(s), comma-separated. Default: the "
+        "run's, when it used the openai engine too.")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar="OPENAI_API_KEY", show_default=False,
+        help="--engine openai: the server's API key (default: $OPENAI_API_KEY).")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="--engine openai: requests in flight per server.")] = None,
+    server_timeout: Annotated[float | None, typer.Option(
+        "--server-timeout", min=1.0, help="--engine openai: seconds without an answer before "
+        "judging stops (the same command continues).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Tasks per engine call; their scores are saved after each call. Default: "
+        "16 on CPU, 256 per replica on GPUs, enough to fill the servers with --engine openai.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the retries, which sample.")] = 42,
+    lang: Annotated[str | None, typer.Option(
+        help="Language of the judge's prompt (en, zh). Default: the run's.")] = None,
+    retry_unparsed: Annotated[bool, typer.Option(
+        "--retry-unparsed", help="Ask again about tasks whose replies could not be read.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Rate every task of a run 1-5 with a local model (resumable); writes DIR/scores.jsonl.
+    `sigen stats` shows the scores, `sigen export --min-score` selects by them."""
+    from selfinstruct_local.judging import JudgeSettings, judge_run
+    from selfinstruct_local.progress import LogReporter, Reporter
+
+    settings = JudgeSettings(
+        model=model, models_file=models_file, engine=engine, gpus=gpus,
+        tensor_parallel=tensor_parallel, base_url=base_url, api_key=api_key,
+        concurrency=concurrency, server_timeout=server_timeout, batch_size=batch_size,
+        seed=seed, lang=lang, retry_unparsed=retry_unparsed)
+    reporter = Reporter() if quiet else LogReporter()
+    started = time.perf_counter()
+    try:
+        counts = judge_run(run_dir, settings, reporter)
+    except KeyboardInterrupt:
+        reporter.notice(f"Interrupted: the scores so far are in {run_dir / 'scores.jsonl'}. "
+                        "Run the same command to continue.")
+        raise typer.Exit(130) from None
+    if counts:
+        scores = ", ".join(f"{s}: {counts[s]}" for s in range(1, 6))
+        n = counts.total()
+        print(f"{n} task{'s' * (n != 1)} judged in {time.perf_counter() - started:.0f} s "
+              f"({scores}; unparsed: {counts['unparsed']}) -> {run_dir / 'scores.jsonl'}")
+
+
+@app.command()
+def decontaminate(
+    run_dir: RunDir,
+    against: Annotated[list[Path], typer.Option(
+        help="Benchmark data to check the run's tasks against (repeatable): JSONL, a JSON "
+        "list (of strings or objects), plain text (one item a line), or a folder of .jsonl, "
+        ".json and .txt files (searched recursively).")],
+    field: Annotated[list[str] | None, typer.Option(
+        help="In JSON(L) objects, compare only the text under this key (repeatable). "
+        "Default: every string value.")] = None,
+    n: Annotated[int, typer.Option(
+        "--n", min=1, help="Words in an n-gram (text with spaces); GPT-3's contamination "
+        "study used 13.")] = 13,
+    n_chars: Annotated[int, typer.Option(
+        "--n-chars", min=1, help="Characters in an n-gram of Chinese or Japanese text (about "
+        "1.5 characters a word).")] = 10,
+) -> None:
+    """Flag tasks that share an n-gram with benchmark items; writes DIR/contamination.jsonl.
+    `sigen export` leaves flagged tasks out."""
+    from selfinstruct_local.contamination import decontaminate_run
+
+    started = time.perf_counter()
+    meta = decontaminate_run(run_dir, against, field or (), n_words=n, n_chars=n_chars,
+                             warn=lambda m: print(m, file=sys.stderr))
+    for name, count in meta["by_file"].items():
+        print(f"{name}: {meta['items'][name]:,} items, {count} task{'s' * (count != 1)} "
+              "overlap")
+    print(f"{meta['contaminated']} of {meta['tasks_checked']} tasks overlap a benchmark "
+          f"({n} words / {n_chars} characters) -> {run_dir / 'contamination.jsonl'} in "
+          f"{time.perf_counter() - started:.1f} s")
+
 
 
 def _note_if_being_written(run_dir: Path) -> None:

@@ -14,14 +14,17 @@ from selfinstruct_local.report import SIM_BIN_WIDTH, SIM_BINS, num
 
 def render_plots(summary: dict, instruction_lengths: list[int],
                  output_lengths: list[int]) -> dict[str, bytes]:
-    """PNG bytes by plot key (the keys of `report.PLOTS`)."""
-    return {
+    """PNG bytes by plot key (the keys of `report.PLOTS`; scores only for a judged run)."""
+    plots = {
         "similarity": _similarity_plot(summary),
         "instruction_length": _length_plot(instruction_lengths, summary["instruction_length"],
                                            "instruction"),
         "output_length": _length_plot(output_lengths, summary["output_length"], "output"),
         "rejections": _rejections_plot(summary),
     }
+    if summary.get("judge"):
+        plots["scores"] = _scores_plot(summary["judge"])
+    return plots
 
 
 def _figure(width: float, height: float):
@@ -133,4 +136,23 @@ def _rejections_plot(summary: dict) -> bytes:
         # margins: zero-height segments on top of a stack would pin the autoscaled limit.
         ax.set_ylim(0, max(bottom) * (1.15 + 0.08 * len(totals)))
         ax.legend(fontsize="small", loc="upper right")
+    return _png(figure)
+
+
+def _scores_plot(judge: dict) -> bytes:
+    figure = _figure(7, 4)
+    ax = figure.add_subplot()
+    labels = [str(h["score"]) for h in judge["histogram"]] + ["unparsed"]
+    counts = [h["count"] for h in judge["histogram"]] + [judge["unparsed"]]
+    colors = ["#c44e52", "#dd8452", "#ccb974", "#64b5cd", "#55a868", "#8c8c8c"]
+    bars = ax.bar(labels, counts, color=colors, edgecolor="white")
+    ax.bar_label(bars, labels=[str(c) if c else "" for c in counts], padding=2)
+    ax.set_xlabel("judge's score (1-5)")
+    ax.set_ylabel("tasks")
+    ax.set_title(f"Judge scores by {', '.join(judge['judges']) or '-'} "
+                 f"({judge['judged']} of {judge['tasks']} tasks judged)")
+    ax.margins(y=0.12)
+    _counts_axis(ax)
+    if not judge["judged"]:
+        _no_data(ax, "no task judged yet")
     return _png(figure)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.quality import contamination_summary, judge_summary, task_ids
 from selfinstruct_local.runstore import (
     INSTANCES,
     INSTRUCTIONS,
@@ -36,6 +37,7 @@ PLOTS = {
     "instruction_length": "report-instruction-length.png",
     "output_length": "report-output-length.png",
     "rejections": "report-rejections-per-round.png",
+    "scores": "report-judge-scores.png",  # only for a judged run
 }
 SIM_BIN_WIDTH = 0.1
 SIM_BINS = 7  # 0.0-0.1 ... 0.6-0.7: accepted instructions are below the 0.7 ROUGE-L threshold
@@ -199,6 +201,9 @@ def _summary(run: Run) -> dict:
         "leading_verbs": sorted(verbs.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_VERBS],
         "max_similarity": _similarity_bins(
             [float(r.get("max_similarity") or 0.0) for r in instructions]),
+        # None unless `sigen judge` / `sigen decontaminate` ran on the run.
+        "judge": judge_summary(run.root, task_ids(instances)),
+        "contamination": contamination_summary(run.root),
         "tokens_generated": tokens.get("generated"),
         "tokens_prompt": tokens.get("prompt"),
         "engine_seconds": manifest.get("engine_seconds"),
@@ -274,6 +279,26 @@ def _tables(s: dict) -> list[Table]:
         [f"{b['low']:.1f}-{b['high']:.1f}", str(b["count"]), _pct(b["count"], n)]
         for b in s["max_similarity"]
     ]))
+    return tables + _quality_tables(s)
+
+
+def _quality_tables(s: dict) -> list[Table]:
+    tables: list[Table] = []
+    if (j := s.get("judge")) is not None:
+        rows = [[str(h["score"]), str(h["count"]), _pct(h["count"], j["judged"])]
+                for h in j["histogram"]]
+        rows += [["unparsed", str(j["unparsed"]), _pct(j["unparsed"], j["judged"])],
+                 ["not judged", str(j["tasks"] - j["judged"]), "-"]]
+        judges = ", ".join(j["judges"]) or "-"
+        tables.append((f"Judge scores ({judges})", ["score", "tasks", "share"], rows))
+        tables.append(("Kept by export --min-score", ["min score", "tasks", "share of all"], [
+            [f">= {a['score']}", str(a["count"]), _pct(a["count"], j["tasks"])]
+            for a in j["at_least"]]))
+    if (c := s.get("contamination")) is not None:
+        rows = [[name, str(n)] for name, n in (c["by_file"] or {}).items()]
+        rows.append(["any", f"{c['contaminated']} of {c['tasks_checked']} checked"])
+        tables.append((f"Benchmark overlap ({c['n_words']} words / {c['n_chars']} characters)",
+                       ["benchmark", "tasks"], rows))
     return tables
 
 
@@ -311,7 +336,8 @@ def _markdown(summary: dict) -> str:
     out = [f"# Run report: `{summary['run_dir']}`", ""]
     for title, header, rows in _tables(summary):
         out += [f"## {title}", "", *md(header, rows), ""]
-        out += [f"![{caption}]({PLOTS[key]})\n" for key, caption in _PLOTS_AFTER.get(title, [])]
+        plots = _PLOTS_AFTER.get(title.split(" (")[0], [])  # "Judge scores (judge-name)"
+        out += [f"![{caption}]({PLOTS[key]})\n" for key, caption in plots]
     return "\n".join(out)
 
 
@@ -320,6 +346,7 @@ _PLOTS_AFTER = {
     "Dropped instances": [("rejections", "Rejected instructions and dropped instances per round")],
     "Length in tokens": [("instruction_length", "Instruction length"),
                          ("output_length", "Output length")],
+    "Judge scores": [("scores", "Judge scores of the run's tasks")],
     "Highest ROUGE-L with the pool": [(
         "similarity", "Highest ROUGE-L of each accepted instruction with the pool (seeds and "
         "earlier instructions), as in the Self-Instruct paper's diversity figure")],

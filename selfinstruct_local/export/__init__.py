@@ -1,14 +1,15 @@
 """`sigen export`: a run's data in the formats that fine-tuning tools read, with a dataset card
 and, on request, LLaMA-Factory's dataset_info.json entry.
 
-Only instances of accepted instructions are exported (see `report.load_run`), in file order.
+Only instances of accepted instructions are exported (see `report.load_run`), in file order,
+less those the quality gate leaves out (`quality.select_instances`).
 Everything that could stop the export (a format, a README.md sigen did not write, a broken
 dataset_info.json) is checked before the first file is written; each file is replaced atomically.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
@@ -20,6 +21,7 @@ from selfinstruct_local.export.llama_factory import (
     merged_dataset_info,
     read_dataset_info,
 )
+from selfinstruct_local.quality import select_instances
 from selfinstruct_local.report import load_run, summarize
 from selfinstruct_local.runstore import write_atomic
 
@@ -34,6 +36,7 @@ class Exported:
     card: Path | None = None
     dataset_info: Path | None = None
     dataset_name: str | None = None
+    left_out: dict[str, int] = field(default_factory=dict)  # tasks by reason (quality gate)
 
 
 def default_output(run_dir: Path | str, fmt: str) -> Path:
@@ -49,10 +52,12 @@ def check_format(fmt: str) -> str:
 
 def export(run_dir: Path | str, fmt: str, output: Path | str | None = None, *,
            system: str | None = None, card: bool = True, llama_factory: bool = False,
-           dataset_name: str | None = None) -> Exported:
+           dataset_name: str | None = None, min_score: int | None = None,
+           keep_contaminated: bool = False) -> Exported:
     """Write the run's instances as `fmt`, the dataset card beside them (`card`), and their
     entry in dataset_info.json beside them (`llama_factory`, named `dataset_name`, by default
-    the run directory's name)."""
+    the run directory's name). Tasks flagged by `sigen decontaminate` are left out unless
+    `keep_contaminated`; with `min_score`, so are tasks the judge scored lower (or not)."""
     fmt = check_format(fmt)
     if dataset_name is not None and not llama_factory:
         raise SigenError("--dataset-name names the dataset_info.json entry: add --llama-factory")
@@ -61,8 +66,10 @@ def export(run_dir: Path | str, fmt: str, output: Path | str | None = None, *,
     if system is not None and not system.strip():
         raise SigenError("--system is empty; give the system prompt's text, or leave it out")
     run = load_run(run_dir)
-    rows = [{"instruction_id": r["instruction_id"], "instruction": r["instruction"],
-             "input": r.get("input") or "", "output": r["output"]} for r in run.instances]
+    instances, left_out = select_instances(run, min_score, keep_contaminated)
+    rows = [{"id": r["id"], "instruction_id": r["instruction_id"],
+             "instruction": r["instruction"], "input": r.get("input") or "",
+             "output": r["output"]} for r in instances]
     target = Path(output) if output is not None else default_output(run.root, fmt)
     if target.is_dir():
         raise SigenError(f"{target} is a directory; give a file name with -o")
@@ -87,7 +94,7 @@ def export(run_dir: Path | str, fmt: str, output: Path | str | None = None, *,
         entry = dataset_entry(fmt, target.name, system is not None)
         write_atomic(info_path, merged_dataset_info(existing, name, entry))
     return Exported(target, fmt, len(rows), card_path, info_path,
-                    name if info_path is not None else None)
+                    name if info_path is not None else None, left_out)
 
 
 def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None,

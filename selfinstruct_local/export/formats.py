@@ -51,10 +51,11 @@ def sharegpt_records(rows: list[dict], system: str | None = None) -> list[dict]:
     seen: Counter[str] = Counter()
     records = []
     for row in rows:
-        # Ids stay stable across exports: the instruction's id and the instance's number in it.
+        # Ids stay stable across exports: the instruction's id and the instance's number in it
+        # (the task id that `quality.select_instances` gives, even when tasks are left out).
         seen[row["instruction_id"]] += 1
         records.append(_with_system({
-            "id": f"{row['instruction_id']}-{seen[row['instruction_id']]}",
+            "id": row.get("id") or f"{row['instruction_id']}-{seen[row['instruction_id']]}",
             "conversations": [{"from": "human", "value": user_turn(row)},
                               {"from": "gpt", "value": row["output"]}],
         }, system))

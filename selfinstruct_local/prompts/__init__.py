@@ -26,6 +26,8 @@ TEMPLATE_NAMES = (
     "grounded",
     "grounded_answer",
 )
+# Templates that review finished data rather than generate it (`sigen judge`).
+REVIEW_TEMPLATE_NAMES = ("judge",)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Labels:
     no_input: str
     passage: str
     question: str  # starts the one task written about a passage
+    score: str  # the judge's rating line
+    reason: str  # the judge's one-sentence reason
     colon: str = ": "  # what follows a field name in prompts (zh uses the full-width colon)
 
 
@@ -74,7 +78,7 @@ def load_prompts(lang: str) -> PromptSet:
     labels = Labels(**yaml.safe_load((folder / "labels.yaml").read_text(encoding="utf-8")))
     templates = {
         name: (folder / f"{name}.txt").read_text(encoding="utf-8").strip()
-        for name in TEMPLATE_NAMES
+        for name in TEMPLATE_NAMES + REVIEW_TEMPLATE_NAMES
     }
     kinds = yaml.safe_load((folder / "grounded_kinds.yaml").read_text(encoding="utf-8"))
     return PromptSet(lang=lang, labels=labels, templates=templates,

@@ -1,0 +1,181 @@
+"""`sigen judge`: a local model rates every task of a finished run from 1 to 5.
+
+Tasks go to the engine in batches; each batch's scores are appended to scores.jsonl (fsynced)
+as soon as it is done, so a kill loses at most one batch, and the same command continues with
+the tasks that have no row yet. A reply without a readable score is asked once more with
+sampling; if that fails too, the task gets a row with `"score": null` (counted as unparsed,
+not asked again unless --retry-unparsed). One judge per scores.jsonl: the histogram and
+--min-score would mean nothing if two judges' scales were mixed.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from selfinstruct_local.config import RunConfig
+from selfinstruct_local.engines import engine_entry
+from selfinstruct_local.engines.enginelog import ENGINE_LOG
+from selfinstruct_local.errors import SigenError
+from selfinstruct_local.interrupt import ServerUnavailable
+from selfinstruct_local.models import load_registry
+from selfinstruct_local.pipeline.judge import build_judge_request, parse_judgement
+from selfinstruct_local.progress import Reporter
+from selfinstruct_local.prompts import load_prompts
+from selfinstruct_local.quality import SCORES, claim_run, read_scores, task_ids
+from selfinstruct_local.report import load_run
+from selfinstruct_local.runstore import RunStore
+
+RETRY_TEMPERATURE = 0.7  # the second ask samples: greedy decoding would repeat the first reply
+REPLY_CHARS = 200  # of an unreadable reply, kept in its row to see what went wrong
+
+
+@dataclass
+class JudgeSettings:
+    """`sigen judge`'s options; None means: as the run was generated (its model, engine,
+    servers, language), or the engine's default."""
+
+    model: str | None = None
+    models_file: Path | None = None
+    engine: str | None = None
+    gpus: int | None = None
+    tensor_parallel: int | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    concurrency: int | None = None
+    server_timeout: float | None = None
+    batch_size: int | None = None
+    seed: int = 42
+    lang: str | None = None
+    retry_unparsed: bool = False
+
+
+def judge_run(run_dir: Path | str, settings: JudgeSettings, reporter: Reporter) -> Counter:
+    """Score the run's unscored tasks; returns this call's counts (scores 1-5 and
+    "unparsed")."""
+    run = load_run(run_dir, reporter.notice)
+    claim_run(run.root, "judge")
+    store = RunStore(run.root)
+    saved = run.manifest.get("config") or {}
+    config = _engine_config(settings, saved)
+    entry = engine_entry(config.engine)
+    spec = load_registry(config.models_file).resolve(config.model,
+                                                     served=not entry.local_weights)
+    prompts = load_prompts(settings.lang or saved.get("lang") or "en")
+    scores = read_scores(run.root, reporter.notice, repair=True)  # repairs a torn last line
+    others = {str(r.get("judge")) for r in scores.values()} - {spec.name}
+    if others:
+        raise SigenError(
+            f"{run.root / SCORES} holds scores by {', '.join(sorted(others))}; one judge per "
+            f"run. Continue with --model {sorted(others)[0]}, or move that file away to start "
+            f"over with {spec.name}.")
+    tasks = [(ident, row) for ident, row in zip(task_ids(run.instances), run.instances,
+                                                strict=True)
+             if ident not in scores
+             or (settings.retry_unparsed and scores[ident].get("score") is None)]
+    done = Counter()
+    if not tasks:
+        reporter.log(f"All {len(run.instances)} tasks of {run.root} are judged already; "
+                     "nothing to do.")
+        return done
+    reporter.log(f"Judging {len(tasks)} of {len(run.instances)} tasks with {spec.name} ...")
+    engine = _load_engine(config, entry, spec, reporter, settings.api_key, len(tasks), run.root)
+    interrupted = False
+    try:
+        size = config.batch_size or 16
+        for start in range(0, len(tasks), size):
+            rows = judge_batch(engine, prompts, tasks[start:start + size], spec.name,
+                               spec.max_model_len, settings.seed)
+            store.append(SCORES, rows)
+            done.update("unparsed" if r["score"] is None else r["score"] for r in rows)
+            reporter.log(f"judged {min(start + size, len(tasks))}/{len(tasks)} "
+                         f"({done['unparsed']} unparsed)")
+    except ServerUnavailable as exc:
+        raise SigenError(f"stopped: {exc}. The scores so far are kept; run the same command "
+                         "again once a server answers.") from None
+    except KeyboardInterrupt:
+        interrupted = True  # a second Ctrl-C should not wait for the engine either
+        raise
+    finally:
+        engine.close(wait=not interrupted)
+    return done
+
+
+def judge_batch(engine, prompts, tasks: list[tuple[str, dict]], judge: str,
+                max_model_len: int, seed: int) -> list[dict]:
+    """One engine call for the batch, one more for the replies that could not be read."""
+    def ask(items: list[tuple[str, dict]], temperature: float, attempt: int) -> list[str]:
+        requests = [build_judge_request(
+            prompts, row["instruction"], row.get("input") or "", row.get("output") or "",
+            max_model_len=max_model_len, seed=task_seed(seed, ident, attempt),
+            temperature=temperature, top_p=0.95 if temperature else 1.0)
+            for ident, row in items]
+        completions = engine.generate(requests)
+        return [r.assistant_prefix + c.text for r, c in zip(requests, completions, strict=True)]
+
+    replies = dict(zip((i for i, _ in tasks), ask(tasks, 0.0, 1), strict=True))
+    verdicts = {ident: parse_judgement(prompts, reply) for ident, reply in replies.items()}
+    retry = [(i, row) for i, row in tasks if verdicts[i].score is None]
+    attempts = dict.fromkeys(replies, 1)
+    if retry:
+        for (ident, _), reply in zip(retry, ask(retry, RETRY_TEMPERATURE, 2), strict=True):
+            replies[ident], verdicts[ident] = reply, parse_judgement(prompts, reply)
+            attempts[ident] = 2
+    rows = []
+    for ident, row in tasks:
+        verdict = verdicts[ident]
+        rows.append({"id": ident, "instruction_id": row["instruction_id"],
+                     "score": verdict.score, "reason": verdict.reason, "judge": judge,
+                     "attempts": attempts[ident]})
+        if verdict.score is None:
+            rows[-1]["reply"] = replies[ident][:REPLY_CHARS]
+    return rows
+
+
+def task_seed(seed: int, ident: str, attempt: int) -> int:
+    """A request's seed from the task's id: the same wherever the task falls in a batch."""
+    return (seed * 1_000_003 + zlib.crc32(f"{ident}#{attempt}".encode())) % 2**31
+
+
+def _engine_config(settings: JudgeSettings, saved: dict) -> RunConfig:
+    """The engine settings as a RunConfig, so that `sigen run`'s checks and defaults apply;
+    what the judge leaves unset comes from the run (its servers only for the same engine)."""
+    engine = settings.engine or saved.get("engine") or "vllm"
+    same_engine = engine == saved.get("engine")
+    models_file = settings.models_file or saved.get("models_file")
+    return RunConfig(
+        model=settings.model or saved.get("model"),
+        models_file=Path(models_file) if models_file else None,
+        engine=engine, gpus=settings.gpus, tensor_parallel=settings.tensor_parallel,
+        base_url=settings.base_url or (saved.get("base_url") if same_engine else None),
+        concurrency=settings.concurrency, server_timeout=settings.server_timeout,
+        seed=settings.seed, batch_size=settings.batch_size,
+    )
+
+
+def _load_engine(config: RunConfig, entry, spec, reporter: Reporter, api_key: str | None,
+                 todo: int, root: Path):
+    # run.py imports the whole generation pipeline; only the judge's engine needs it.
+    from selfinstruct_local.run import (
+        default_batch_size,
+        engine_options,
+        local_weights,
+        where_it_runs,
+    )
+
+    options = engine_options(config, entry, spec, reporter, api_key)
+    entry.check(options)
+    config.num_instructions = todo  # an openai batch needs no more prompts than that
+    config.batch_size = config.batch_size or default_batch_size(config, options)
+    local_weights(spec, entry, reporter.log)
+    reporter.log(f"Loading {spec.name} with the {config.engine} engine {where_it_runs(options)}"
+                 " ...")
+    try:
+        # The engine's own output goes to the run's engine.log, as during `sigen run`.
+        return entry.load(spec, replace(options, engine_log=root / ENGINE_LOG))
+    except ServerUnavailable as exc:
+        raise SigenError(f"{exc}. Check that the server is up and --base-url is right "
+                         "(it ends in /v1), then run the same command again.") from None
+

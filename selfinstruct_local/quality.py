@@ -1,0 +1,155 @@
+"""The quality gate's common ground: task ids, the judge's and the decontamination's files, and
+which tasks an export keeps.
+
+A task is one instance (instruction, input, output) of an accepted instruction. Its id is the
+instruction's id and the instance's number in it, `mi-000012-2`, as in ShareGPT exports: stable
+across resumes, since all instances of an instruction are written at once, before it is accepted.
+
+- scores.jsonl (`sigen judge`): append-only, one row per judged task, `score` 1-5 or null when
+  the judge's reply could not be read; a later row for the same id replaces an earlier one.
+- contamination.jsonl (`sigen decontaminate`): one row per (task, benchmark file) overlap;
+  contamination.json: what was checked (files, n, how many tasks).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from selfinstruct_local.errors import SigenError
+from selfinstruct_local.runlock import describe, hold_run_lock, run_writer
+from selfinstruct_local.runstore import RunStore
+
+SCORES = "scores.jsonl"
+CONTAMINATION = "contamination.jsonl"
+CONTAMINATION_META = "contamination.json"
+SCORES_RANGE = range(1, 6)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def claim_run(root: Path, command: str) -> None:
+    """Take the run's lock (one writer per run directory) for `sigen <command>`."""
+    writer = run_writer(root)
+    if writer is not None:
+        raise SigenError(f"{root} is being written by another sigen process ({describe(writer)})"
+                         f". Run `sigen {command}` again once it has finished.")
+    hold_run_lock(root)
+
+
+def task_ids(instances: Iterable[dict]) -> list[str]:
+    """Each instance's id, in order: `<instruction_id>-<number of the instance in it>`."""
+    seen: Counter[str] = Counter()
+    ids = []
+    for row in instances:
+        seen[row["instruction_id"]] += 1
+        ids.append(f"{row['instruction_id']}-{seen[row['instruction_id']]}")
+    return ids
+
+
+def read_scores(root: Path, warn: Callable[[str], None] = _stderr,
+                repair: bool = False) -> dict[str, dict]:
+    """The latest score row of each judged task (`repair`: the writer's view, see RunStore)."""
+    return {row["id"]: row for row in RunStore(root).read(SCORES, warn, repair=repair)
+            if "id" in row}
+
+
+def contamination_meta(root: Path) -> dict | None:
+    """What the last `sigen decontaminate` checked; None when it never ran on this run."""
+    return RunStore(root).read_json(CONTAMINATION_META)
+
+
+def contaminated_ids(root: Path, warn: Callable[[str], None] = _stderr) -> set[str]:
+    return {row["id"] for row in RunStore(root).read(CONTAMINATION, warn, repair=False)}
+
+
+def select_instances(run, min_score: int | None = None, keep_contaminated: bool = False,
+                     warn: Callable[[str], None] = _stderr) -> tuple[list[dict], dict[str, int]]:
+    """The instances of `run` (report.Run) an export keeps, each with its task `id` added, and
+    how many were left out why:
+    `contaminated` (unless `keep_contaminated`), and with `min_score` `below_min_score`,
+    `unparsed` (the judge's reply had no readable score) and `unscored` (not judged yet).
+    A task left out for two reasons counts once, under the first of these."""
+    ids = task_ids(run.instances)
+    left_out: Counter[str] = Counter()
+    meta = contamination_meta(run.root)
+    dirty: set[str] = set()
+    if meta is not None and not keep_contaminated:
+        dirty = contaminated_ids(run.root, warn)
+        unchecked = len(ids) - int(meta.get("tasks_checked", 0))
+        if unchecked > 0:
+            warn(f"note: {_tasks(unchecked)} added after the last `sigen decontaminate` "
+                 f"{'was' if unchecked == 1 else 'were'} not checked; run it again on "
+                 f"{run.root} to check them.")
+    scores: dict[str, dict] = {}
+    if min_score is not None:
+        scores = read_scores(run.root, warn)
+        if not any(row.get("score") is not None for row in scores.values()):
+            raise SigenError(f"{run.root} has no judge scores, so --min-score cannot select "
+                             f"anything: run `sigen judge {run.root}` first, or leave out "
+                             "--min-score.")
+    kept = []
+    for ident, row in zip(ids, run.instances, strict=True):
+        reason = _left_out_reason(ident, dirty, scores, min_score)
+        if reason:
+            left_out[reason] += 1
+        else:
+            kept.append({**row, "id": ident})
+    if left_out["unscored"]:
+        n = left_out["unscored"]
+        warn(f"note: {_tasks(n)} {'has' if n == 1 else 'have'} not been judged yet and "
+             f"{'is' if n == 1 else 'are'} left out; `sigen judge {run.root}` scores them.")
+    return kept, {k: v for k, v in left_out.items() if v}
+
+
+def _tasks(n: int) -> str:
+    return f"{n} task{'s' * (n != 1)}"
+
+
+def _left_out_reason(ident: str, dirty: set[str], scores: dict[str, dict],
+                     min_score: int | None) -> str | None:
+    if ident in dirty:
+        return "contaminated"
+    if min_score is None:
+        return None
+    if ident not in scores:
+        return "unscored"
+    score = scores[ident].get("score")
+    if score is None:
+        return "unparsed"
+    return "below_min_score" if score < min_score else None
+
+
+def judge_summary(root: Path, ids: list[str], warn: Callable[[str], None] = _stderr
+                  ) -> dict | None:
+    """Score histogram and the tasks kept at each threshold (shares of all the run's tasks);
+    None when the run was never judged."""
+    if not (root / SCORES).exists():
+        return None
+    rows = read_scores(root, warn)
+    latest = [rows[i] for i in ids if i in rows]
+    scores = Counter(row.get("score") for row in latest)
+    total = len(ids)
+    return {
+        "judges": sorted({str(row.get("judge")) for row in latest}),
+        "tasks": total,
+        "judged": len(latest),
+        "unparsed": scores[None],
+        "histogram": [{"score": s, "count": scores[s]} for s in SCORES_RANGE],
+        "at_least": [{"score": s, "count": (n := sum(scores[t] for t in SCORES_RANGE if t >= s)),
+                      "share": round(n / total, 4) if total else None}
+                     for s in SCORES_RANGE[1:]],
+    }
+
+
+def contamination_summary(root: Path) -> dict | None:
+    """What the last `sigen decontaminate` found; None when it never ran."""
+    meta = contamination_meta(root)
+    if meta is None:
+        return None
+    return {key: meta.get(key) for key in ("tasks_checked", "contaminated", "by_file",
+                                           "n_words", "n_chars")}
