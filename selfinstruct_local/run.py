@@ -326,9 +326,10 @@ def determinism(ordered: bool) -> str:
         return ("ordered: the same command and --seed send the same prompts in the same order, "
                 "each with its own seed; the engine's kernels decide whether completions "
                 "repeat bit for bit")
-    return ("unordered: requests finish in the order the servers answer them, so the pool "
-            "each Self-Instruct prompt is sampled from, and what is accepted first, can differ "
-            "between runs; each request's seed is fixed by what it asks")
+    return ("unordered: requests come back in the order the engine finishes them (a server, "
+            "or vLLM's own scheduler in this process), so the pool each Self-Instruct prompt is "
+            "sampled from, and what is accepted first, can differ between runs; each request's "
+            "seed is fixed by what it asks")
 
 
 def _check_resume(previous: dict, config: RunConfig, force: bool, root: Path) -> None:

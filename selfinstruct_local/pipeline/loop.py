@@ -67,7 +67,6 @@ class Loop:
         self.tasks_open = 0  # accepted tasks not finalized yet
         self.idle_sources = 0  # source answers in a row that added no task
         self.last_checkpoint = time.monotonic()
-        self.rounds_done = self.state.round
         self.no_more_sources: str | None = None  # why new tasks are no longer asked for
         self.reported_accepted = -1  # accepted count in the last round line
         self.first_sent: float | None = None  # when this process sent its first request
