@@ -8,6 +8,7 @@ engine. The real server itself is exercised in test_server.py.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from pathlib import Path
 
@@ -153,6 +154,25 @@ def test_errors_that_retrying_cannot_fix_name_the_server_message(tmp_path, name,
         raised.value)
     assert eng.stats.extra["requests_retried"] == 0
     eng.close()
+
+
+def test_a_streamed_refusal_stops_once_and_leaves_no_unread_failures(tmp_path, caplog):
+    """Every request of a stream is refused: `collect` raises the server's message once, and
+    the other requests' identical failures (finished in the same moment or while the run stops)
+    are not printed by asyncio as "Task exception was never retrieved" tracebacks (CI saw one
+    in a real run's stderr)."""
+    for _trial in range(5):
+        eng = engine(spec(tmp_path), Servers({"gpu01": [recorded("too_long")] * 40}))
+        stream = eng.stream(64)
+        for key in range(40):
+            stream.submit(key, Request(prompt=str(key)))
+        with pytest.raises(SigenError, match="maximum context length"):
+            while stream.in_flight:
+                stream.collect()
+        eng.close()
+        del stream, eng
+        gc.collect()
+    assert "never retrieved" not in caplog.text
 
 
 def test_requests_spread_over_replicas_by_load_and_within_concurrency(tmp_path):

@@ -391,7 +391,12 @@ class OpenAIStream:
         return len(self._tasks)
 
     def submit(self, key: int, request: Request) -> None:
-        self._tasks[self.engine._loop.create_task(self.engine._send(request))] = key
+        task = self.engine._loop.create_task(self.engine._send(request))
+        # A failure is raised by `collect` once; the same failure in other requests (finished
+        # after that, or while the run stops) is looked at here, or asyncio would print each
+        # one's traceback as "Task exception was never retrieved".
+        task.add_done_callback(_look_at_failure)
+        self._tasks[task] = key
 
     def collect(self) -> list[tuple[int, Completion]]:
         if not self._tasks:
@@ -403,14 +408,17 @@ class OpenAIStream:
                                                return_when=asyncio.FIRST_COMPLETED))
         finally:
             engine._update_counts()
-        # Every failure is looked at (asyncio would print the others' tracebacks at exit); the
-        # first is raised.
         failures = [exc for task in done if not task.cancelled() and (exc := task.exception())]
         if failures:
             raise failures[0]
         finished = [(self._tasks.pop(task), task.result()) for task in done]
         engine.stats.add([c for _, c in finished], time.perf_counter() - start)
         return finished
+
+
+def _look_at_failure(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _describe(exc: httpx.TransportError) -> str:
