@@ -93,9 +93,10 @@ def run(
         help="Seed tasks in the Self-Instruct JSONL format (id, name, instruction, instances, "
         "is_classification). Default: the project's own seed set for --lang.",
         dir_okay=False)] = None,
-    num_instructions: Annotated[int, typer.Option(
-        "--num-instructions", "-n", min=1,
-        help="Stop when this many new instructions (each with instances) are accepted.")] = 20,
+    num_instructions: Annotated[int | None, typer.Option(
+        "--num-instructions", "-n", min=1, show_default=False,
+        help="Stop when this many new instructions (each with instances) are accepted. "
+        "Default: 20; with --resume, the run's own target (a larger -n extends it).")] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Run directory; running again with the same directory "
         "resumes it. Default: the newest run under ./runs started with the same settings "
@@ -151,6 +152,11 @@ def run(
         min=1, help="With --corpus: keep one generic instruction (the same text about different "
         "passages, such as a request to summarize) at most this many times; the rest are "
         "rejected as repeated_generic. Default: 3.")] = None,
+    judge: Annotated[bool, typer.Option(
+        "--judge", help="Score every task (instruction, input, output) from 1 to 5 as the run "
+        "goes, with the run's own model as the judge: one more request per task, rows in "
+        "scores.jsonl as `sigen judge` writes them (then `sigen export --min-score`). Added "
+        "on a resume, it also scores the tasks generated before.")] = False,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="Show no progress (neither the live display on a terminal nor the "
         "log lines otherwise) and no informational messages. Warnings, errors and the resume "
@@ -164,18 +170,20 @@ def run(
         raise SigenError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     if resume is not None:
         config = _config_from_run(resume)
-        config.num_instructions = max(config.num_instructions, num_instructions)
+        config.num_instructions = max(config.num_instructions, num_instructions or 0)
         # Where the servers are can change between two tries (a job on other nodes).
         config.base_url = base_url or config.base_url
+        config.judge = judge or config.judge
     else:
         config = RunConfig(
             model=model, models_file=models_file, engine=engine, gpus=gpus,
             tensor_parallel=tensor_parallel, base_url=base_url, concurrency=concurrency,
             server_timeout=server_timeout, method=method,
-            lang=lang, seeds=seeds, num_instructions=num_instructions, output=output, seed=seed,
+            lang=lang, seeds=seeds, num_instructions=num_instructions or 20, output=output,
+            seed=seed,
             batch_size=batch_size, max_rounds=max_rounds, temperature=temperature, top_p=top_p,
             max_new_tokens=max_new_tokens, corpus=corpus, passage_chars=passage_chars,
-            chapters=chapters, kinds=kinds, max_repeats=max_repeats,
+            chapters=chapters, kinds=kinds, max_repeats=max_repeats, judge=judge,
         )
     reporter = make_reporter(quiet)
     try:

@@ -46,6 +46,7 @@ class RunConfig:
     chapters: str | None = None  # passages only from these chapters ("81-120"); None: all
     kinds: str | None = None  # grounded task kinds ("continuation,plot"); None: all of them
     max_repeats: int | None = None  # copies of one generic grounded instruction; None: 3
+    judge: bool = False  # score every task as the run goes (scores.jsonl)
 
     def to_json(self) -> dict:
         data = asdict(self)

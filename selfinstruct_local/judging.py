@@ -10,7 +10,6 @@ not asked again unless --retry-unparsed). One judge per scores.jsonl: the histog
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,15 +20,18 @@ from selfinstruct_local.engines.enginelog import ENGINE_LOG
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable
 from selfinstruct_local.models import load_registry
-from selfinstruct_local.pipeline.judge import build_judge_request, parse_judgement
+from selfinstruct_local.pipeline.judge import TaskJudge
 from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
-from selfinstruct_local.quality import SCORES, claim_run, read_scores, task_ids
+from selfinstruct_local.quality import (
+    SCORES,
+    check_one_judge,
+    claim_run,
+    read_scores,
+    tasks_to_judge,
+)
 from selfinstruct_local.report import load_run
 from selfinstruct_local.runstore import RunStore
-
-RETRY_TEMPERATURE = 0.7  # the second ask samples: greedy decoding would repeat the first reply
-REPLY_CHARS = 200  # of an unreadable reply, kept in its row to see what went wrong
 
 
 @dataclass
@@ -65,29 +67,21 @@ def judge_run(run_dir: Path | str, settings: JudgeSettings, reporter: Reporter) 
                                                      served=not entry.local_weights)
     prompts = load_prompts(settings.lang or saved.get("lang") or "en")
     scores = read_scores(run.root, reporter.notice, repair=True)  # repairs a torn last line
-    others = {str(r.get("judge")) for r in scores.values()} - {spec.name}
-    if others:
-        raise SigenError(
-            f"{run.root / SCORES} holds scores by {', '.join(sorted(others))}; one judge per "
-            f"run. Continue with --model {sorted(others)[0]}, or move that file away to start "
-            f"over with {spec.name}.")
-    tasks = [(ident, row) for ident, row in zip(task_ids(run.instances), run.instances,
-                                                strict=True)
-             if ident not in scores
-             or (settings.retry_unparsed and scores[ident].get("score") is None)]
+    check_one_judge(run.root, scores, spec.name)
+    tasks = tasks_to_judge(run.instances, scores, settings.retry_unparsed)
     done = Counter()
     if not tasks:
         reporter.log(f"All {len(run.instances)} tasks of {run.root} are judged already; "
                      "nothing to do.")
         return done
     reporter.log(f"Judging {len(tasks)} of {len(run.instances)} tasks with {spec.name} ...")
+    judge = TaskJudge(prompts, spec.name, spec.max_model_len, settings.seed)
     engine = _load_engine(config, entry, spec, reporter, settings.api_key, len(tasks), run.root)
     interrupted = False
     try:
         size = config.batch_size or 16
         for start in range(0, len(tasks), size):
-            rows = judge_batch(engine, prompts, tasks[start:start + size], spec.name,
-                               spec.max_model_len, settings.seed)
+            rows = judge_batch(engine, judge, tasks[start:start + size])
             store.append(SCORES, rows)
             done.update("unparsed" if r["score"] is None else r["score"] for r in rows)
             reporter.log(f"judged {min(start + size, len(tasks))}/{len(tasks)} "
@@ -103,40 +97,19 @@ def judge_run(run_dir: Path | str, settings: JudgeSettings, reporter: Reporter) 
     return done
 
 
-def judge_batch(engine, prompts, tasks: list[tuple[str, dict]], judge: str,
-                max_model_len: int, seed: int) -> list[dict]:
+def judge_batch(engine, judge: TaskJudge, tasks: list[tuple[str, dict]]) -> list[dict]:
     """One engine call for the batch, one more for the replies that could not be read."""
-    def ask(items: list[tuple[str, dict]], temperature: float, attempt: int) -> list[str]:
-        requests = [build_judge_request(
-            prompts, row["instruction"], row.get("input") or "", row.get("output") or "",
-            max_model_len=max_model_len, seed=task_seed(seed, ident, attempt),
-            temperature=temperature, top_p=0.95 if temperature else 1.0)
-            for ident, row in items]
+    rows: dict[str, dict] = {}
+    todo, attempt = tasks, 1
+    while todo:
+        requests = [judge.request(ident, row, attempt) for ident, row in todo]
         completions = engine.generate(requests)
-        return [r.assistant_prefix + c.text for r, c in zip(requests, completions, strict=True)]
-
-    replies = dict(zip((i for i, _ in tasks), ask(tasks, 0.0, 1), strict=True))
-    verdicts = {ident: parse_judgement(prompts, reply) for ident, reply in replies.items()}
-    retry = [(i, row) for i, row in tasks if verdicts[i].score is None]
-    attempts = dict.fromkeys(replies, 1)
-    if retry:
-        for (ident, _), reply in zip(retry, ask(retry, RETRY_TEMPERATURE, 2), strict=True):
-            replies[ident], verdicts[ident] = reply, parse_judgement(prompts, reply)
-            attempts[ident] = 2
-    rows = []
-    for ident, row in tasks:
-        verdict = verdicts[ident]
-        rows.append({"id": ident, "instruction_id": row["instruction_id"],
-                     "score": verdict.score, "reason": verdict.reason, "judge": judge,
-                     "attempts": attempts[ident]})
-        if verdict.score is None:
-            rows[-1]["reply"] = replies[ident][:REPLY_CHARS]
-    return rows
-
-
-def task_seed(seed: int, ident: str, attempt: int) -> int:
-    """A request's seed from the task's id: the same wherever the task falls in a batch."""
-    return (seed * 1_000_003 + zlib.crc32(f"{ident}#{attempt}".encode())) % 2**31
+        for (ident, row), completion in zip(todo, completions, strict=True):
+            scored = judge.row(ident, row, completion.text, attempt)
+            if scored is not None:
+                rows[ident] = scored
+        todo, attempt = [(i, row) for i, row in todo if i not in rows], attempt + 1
+    return [rows[ident] for ident, _ in tasks]
 
 
 def _engine_config(settings: JudgeSettings, saved: dict) -> RunConfig:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.runlock import describe, hold_run_lock, run_writer
-from selfinstruct_local.runstore import RunStore
+from selfinstruct_local.runstore import INSTANCES, RunStore
 
 SCORES = "scores.jsonl"
 CONTAMINATION = "contamination.jsonl"
@@ -56,6 +56,35 @@ def read_scores(root: Path, warn: Callable[[str], None] = _stderr,
     """The latest score row of each judged task (`repair`: the writer's view, see RunStore)."""
     return {row["id"]: row for row in RunStore(root).read(SCORES, warn, repair=repair)
             if "id" in row}
+
+
+def check_one_judge(root: Path, scores: dict[str, dict], judge: str) -> None:
+    """One judge per scores.jsonl: the histogram and --min-score would mean nothing if two
+    judges' scales were mixed."""
+    others = {str(r.get("judge")) for r in scores.values()} - {judge}
+    if others:
+        raise SigenError(
+            f"{root / SCORES} holds scores by {', '.join(sorted(others))}; one judge per "
+            f"run. Judge with --model {sorted(others)[0]}, or move that file away to start "
+            f"over with {judge}.")
+
+
+def tasks_to_judge(instances: list[dict], scores: dict[str, dict],
+                   retry_unparsed: bool = False) -> list[tuple[str, dict]]:
+    """(id, instance row) of the tasks without a score row yet (`retry_unparsed`: or with an
+    unreadable one)."""
+    return [(ident, row) for ident, row in zip(task_ids(instances), instances, strict=True)
+            if ident not in scores
+            or (retry_unparsed and scores[ident].get("score") is None)]
+
+
+def unjudged_tasks(root: Path, judge: str, warn: Callable[[str], None] = _stderr
+                   ) -> list[tuple[str, dict]]:
+    """The tasks of the run in `root` without a score yet, for the writer of scores.jsonl
+    (a torn last line is repaired); scores by another judge are refused."""
+    scores = read_scores(root, warn, repair=True)
+    check_one_judge(root, scores, judge)
+    return tasks_to_judge(RunStore(root).read(INSTANCES, warn), scores)
 
 
 def contamination_meta(root: Path) -> dict | None:

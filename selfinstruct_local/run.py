@@ -50,12 +50,14 @@ from selfinstruct_local.methods import load_method
 from selfinstruct_local.models import ensure_weights, load_registry
 from selfinstruct_local.pipeline.grounded import PASSAGE_SHARE, parse_kinds
 from selfinstruct_local.pipeline.instances import few_shot_texts
+from selfinstruct_local.pipeline.judge import TaskJudge
 from selfinstruct_local.pipeline.loop import Loop
 from selfinstruct_local.pipeline.repeats import DEFAULT_MAX_REPEATS, RepeatCap
 from selfinstruct_local.pipeline.stages import Context
 from selfinstruct_local.pipeline.state import RunState, load_state
 from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
+from selfinstruct_local.quality import read_scores, unjudged_tasks
 from selfinstruct_local.report import summarize
 from selfinstruct_local.runlock import hold_run_lock
 from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, PENDING, RunStore
@@ -102,9 +104,9 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     if previous:
         inherit_derived(config, previous)
         _check_resume(previous, config, force, store.root)
-        if previous.get("status") == "finished" and previous.get("counts", {}).get(
-            "accepted", 0
-        ) >= config.num_instructions:
+        finished = previous.get("status") == "finished" and previous.get("counts", {}).get(
+            "accepted", 0) >= config.num_instructions
+        if finished and not (config.judge and unjudged_tasks(store.root, spec.name)):
             log(f"{store.root} is already finished "
                 f"({previous['counts']['accepted']} instructions); nothing to do.")
             return store.root
@@ -149,6 +151,12 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     if previous:
         log(f"Resuming {store.root}: {state.accepted} instructions done, "
             f"{len(state.in_flight)} in flight, round {state.round}.")
+    judge, unjudged = None, []
+    if config.judge:  # after load_state, which drops the instances of unfinished instructions
+        judge = TaskJudge(prompts, spec.name, spec.max_model_len, config.seed)
+        unjudged = unjudged_tasks(store.root, spec.name, reporter.notice)
+        if unjudged:
+            log(f"Judging {len(unjudged)} tasks generated before, besides the new ones.")
 
     log(f"Loading {spec.name} with the {config.engine} engine {where_it_runs(options)}"
         " ...")
@@ -206,7 +214,8 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
 
     stop = StopRequest(reporter.notice)
     loop = Loop(ctx, method, stream, batch_size, progress=reporter, stop=stop,
-                checkpoint=lambda: store.write_json(MANIFEST, manifest("running")))
+                checkpoint=lambda: store.write_json(MANIFEST, manifest("running")),
+                judge=judge, unjudged=unjudged)
     store.write_json(MANIFEST, manifest("running"))
     reporter.attach(store.root, config.num_instructions, loop.snapshot())
     status, closed = None, False
@@ -252,6 +261,11 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
         raise KeyboardInterrupt
     log(f"{'Done' if done else 'Stopped'}: {state.accepted} instructions, "
         f"{state.instances_kept} instances in {store.root}")
+    if judge is not None:
+        scores = read_scores(store.root, reporter.notice)
+        unparsed = sum(1 for r in scores.values() if r.get("score") is None)
+        log(f"Judged: {len(scores)} of {state.instances_kept} tasks have a score row "
+            f"({unparsed} unreadable); see `sigen stats {store.root}`.")
     return store.root
 
 

@@ -17,10 +17,12 @@ from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines.base import Completion, EngineStats, Request
 from selfinstruct_local.methods import load_method
 from selfinstruct_local.pipeline.instances import few_shot_texts
+from selfinstruct_local.pipeline.judge import TaskJudge
 from selfinstruct_local.pipeline.loop import Loop
 from selfinstruct_local.pipeline.stages import Context
 from selfinstruct_local.pipeline.state import load_state
 from selfinstruct_local.prompts import load_prompts
+from selfinstruct_local.quality import unjudged_tasks
 from selfinstruct_local.runstore import RunStore
 from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
 
@@ -58,6 +60,11 @@ class ScriptedEngine:
             lines = [self.instruction(rng)]
             lines += [f"Task {k}: {self.instruction(rng)}" for k in range(start + 1, 11)]
             return Completion(" " + "\n".join(lines) + "\n", "stop", 400, 60)
+        if prefix.startswith("Score:"):  # the judge; `fail` of its replies hold no score
+            if rng.random() < self.fail:
+                return Completion(" I am not sure how to rate this.", "stop", 300, 9)
+            return Completion(f" {rng.randint(1, 5)}\nReason: The output follows the "
+                              "instruction.", "stop", 300, 12)
         if prefix.startswith("Classification:"):
             return Completion(rng.choice([" Yes", " No", " No"]), "stop", 300, 1)
         if rng.random() < self.fail:
@@ -117,9 +124,10 @@ class ScriptedStream:
                         self.engine.generate([r for _, r in done]), strict=True))
 
 
-def scripted_loop(root, engine, stream=None, counts=None, **config) -> Loop:
+def scripted_loop(root, engine, stream=None, counts=None, judge=False, **config) -> Loop:
     """A loop over a run directory, as `sigen run` builds it (resuming what `root` holds),
-    with `engine` in place of a model. `counts`: the last manifest's counters."""
+    with `engine` in place of a model. `counts`: the last manifest's counters; `judge`: as
+    `sigen run --judge`."""
     config = RunConfig(**{"num_instructions": 20, "seed": 1, **config})
     seeds = load_seed_tasks(default_seed_path(config.lang))
     store = RunStore(root, group_commit=True)
@@ -132,4 +140,8 @@ def scripted_loop(root, engine, stream=None, counts=None, **config) -> Loop:
     from selfinstruct_local.engines.stream import BatchStream
 
     batch = config.batch_size or 8
-    return Loop(ctx, load_method(ctx), stream or BatchStream(engine, batch), batch)
+    judging = {}
+    if judge:
+        judging = {"judge": TaskJudge(prompts, "scripted", 2048, config.seed),
+                   "unjudged": unjudged_tasks(store.root, "scripted")}
+    return Loop(ctx, load_method(ctx), stream or BatchStream(engine, batch), batch, **judging)

@@ -9,6 +9,7 @@ import pytest
 
 from selfinstruct_local.corpus import load_corpus
 from selfinstruct_local.prompts import load_prompts
+from selfinstruct_local.quality import task_ids
 from tests.conftest import sigen
 
 CORPUS_ZH = Path(__file__).parent / "fixtures" / "corpus_zh"
@@ -118,12 +119,25 @@ def test_self_instruct_run(tmp_path, smollm2):
 def test_alpaca_run(tmp_path, smollm2):
     out = tmp_path / "alpaca"
     result = sigen("run", "--method", "alpaca", "-n", "5", "--batch-size", "6",
-                   "--max-new-tokens", "768", "-o", str(out), "--seed", "5")
+                   "--max-new-tokens", "768", "-o", str(out), "--seed", "5", "--judge")
     assert result.returncode == 0, result.stderr[-3000:]
     instructions, manifest = check_run_directory(out, 5)
     check_quiet_engine(out, result.stderr)
     assert manifest["config"]["method"] == "alpaca"
     assert "classify_requests" not in manifest["counts"]
+    # --judge: every task scored as the run went, by the run's own model.
+    check_judged_as_it_went(out, manifest, result.stderr)
+
+
+def check_judged_as_it_went(out, manifest, stderr):
+    scores = read_jsonl(out / "scores.jsonl")
+    ids = task_ids(read_jsonl(out / "instances.jsonl"))
+    assert sorted(r["id"] for r in scores) == sorted(ids)
+    assert {r["judge"] for r in scores} == {"smollm2-135m"}
+    assert all(r["score"] in (1, 2, 3, 4, 5, None) for r in scores)
+    assert manifest["counts"]["judged"] == len(ids) and manifest["config"]["judge"] is True
+    assert manifest["counts"]["judge_requests"] >= len(ids)
+    assert f"Judged: {len(ids)} of {len(ids)} tasks have a score row" in stderr
 
 
 

@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from selfinstruct_local.quality import SCORES, task_ids
 from selfinstruct_local.runstore import (
     GROUP_COMMIT_SECONDS,
     INSTANCES,
@@ -109,6 +110,64 @@ def test_a_kill_at_any_point_then_resume(tmp_path, kill_after):
     resumed.run()
     final = check_finished(tmp_path, 25)
     assert all(row in final for row in before)
+
+
+def check_judged(root):
+    """Every task of the run has exactly one score row, by its id, and an unreadable score
+    only after a second (sampled) ask."""
+    scores = rows(root, SCORES)
+    ids = task_ids(rows(root, INSTANCES))
+    assert sorted(r["id"] for r in scores) == sorted(ids)  # each once, none for a lost row
+    assert all(r["attempts"] == 2 for r in scores if r["score"] is None)
+    assert all(r["score"] in range(1, 6) for r in scores if r["score"] is not None)
+    return scores
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_judged_as_the_run_goes(tmp_path, streamed):
+    """`sigen run --judge`: each instance written is scored by one more request, an unreadable
+    reply asked once more; judge requests share batches with the generation's own."""
+    engine = ScriptedEngine(fail=0.5)  # half the replies unreadable: some twice
+    stream = ScriptedStream(engine, capacity=24, order_seed=2) if streamed else None
+    loop = scripted_loop(tmp_path, engine, stream, judge=True, num_instructions=20)
+    loop.run()
+    check_finished(tmp_path, 20)
+    scores = check_judged(tmp_path)
+    retried = sum(r["attempts"] - 1 for r in scores)
+    assert retried > 0 and any(r["score"] is None for r in scores)
+    assert loop.state.counts["judge_requests"] == len(scores) + retried
+    assert loop.state.counts["judged"] == len(scores)
+    assert "judge" in [stage for stage, *_ in loop.snapshot().stages]
+    sent = [r.assistant_prefix.split()[0] for r in engine.sent]
+    # Scoring starts while tasks are still being generated, not after the last one.
+    assert sent.index("Score:") < max(i for i, p in enumerate(sent) if p != "Score:")
+
+
+@pytest.mark.parametrize("kill_after", [2, 4, 6, 8])
+def test_a_kill_while_judging_then_resume(tmp_path, kill_after):
+    """A kill loses at most the scores in flight; the resume scores every task left, and none
+    twice."""
+    saved: dict = {}
+    first = scripted_loop(tmp_path, ScriptedEngine(kill_after=kill_after), judge=True,
+                          num_instructions=15)
+    first.checkpoint = lambda: saved.update(counts=dict(first.state.counts))
+    with pytest.raises(Killed):
+        first.run()
+    before = rows(tmp_path, SCORES)
+    scripted_loop(tmp_path, ScriptedEngine(), counts=saved.get("counts"), judge=True,
+                  num_instructions=15).run()
+    check_finished(tmp_path, 15)
+    assert all(row in check_judged(tmp_path) for row in before)
+
+
+def test_judge_added_on_resume_scores_the_finished_tasks(tmp_path):
+    scripted_loop(tmp_path, ScriptedEngine(), num_instructions=12).run()
+    assert not rows(tmp_path, SCORES)
+    engine = ScriptedEngine()
+    scripted_loop(tmp_path, engine, judge=True, num_instructions=12).run()
+    check_finished(tmp_path, 12)
+    check_judged(tmp_path)
+    assert {r.assistant_prefix.split()[0] for r in engine.sent} == {"Score:"}
 
 
 def test_the_same_seed_sends_the_same_prompts_in_the_same_order(tmp_path):

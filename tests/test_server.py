@@ -15,7 +15,7 @@ import pytest
 
 from selfinstruct_local.engines.server import free_port
 from tests.conftest import REPO, sigen
-from tests.test_e2e import check_run_directory, read_jsonl
+from tests.test_e2e import check_judged_as_it_went, check_run_directory, read_jsonl
 from tests.test_resume import rows
 
 pytestmark = pytest.mark.engine
@@ -37,6 +37,16 @@ def test_openai_engine_run(tmp_path, vllm_server):
     for name in os.listdir(out):  # the API key is never written down
         assert "sk-not-needed" not in (out / name).read_text(encoding="utf-8", errors="replace")
     assert "sk-not-needed" not in result.stderr
+
+    # --judge added to the finished run: its tasks are scored through the server, nothing else
+    # is generated.
+    judged = sigen("run", "--resume", str(out), "--judge", "--base-url", vllm_server.base_url)
+    assert judged.returncode == 0, judged.stderr[-3000:]
+    assert "Judging" in judged.stderr and "tasks generated before" in judged.stderr
+    after = json.loads((out / "manifest.json").read_text())
+    assert read_jsonl(out / "machine_instructions.jsonl") == instructions
+    assert after["counts"]["bootstrap_requests"] == manifest["counts"]["bootstrap_requests"]
+    check_judged_as_it_went(out, after, judged.stderr)
 
 
 def test_dead_replica_beside_a_live_one(tmp_path, vllm_server):

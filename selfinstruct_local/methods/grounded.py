@@ -74,7 +74,7 @@ def same_passage(ctx: Context, candidate: dict) -> NearDupIndex:
 def answer(ctx: Context, task: dict, attempt: int) -> Request:
     return build_answer_request(
         ctx.prompts, task["instruction"], task["input"],
-        temperature=0.0 if attempt == 0 else ctx.temperature,
+        temperature=ctx.attempt_temperature(attempt),
         seed=ctx.seed_for("answer", task["id"], attempt))
 
 

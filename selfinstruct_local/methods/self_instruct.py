@@ -49,7 +49,7 @@ def classified(ctx: Context, task: dict, c: Completion) -> bool:
 def instances(ctx: Context, task: dict, attempt: int) -> Request:
     return build_instances_request(
         ctx.prompts, task["instruction"], task["is_classification"],
-        temperature=0.0 if attempt == 0 else ctx.temperature,
+        temperature=ctx.attempt_temperature(attempt),
         seed=ctx.seed_for("instances", task["id"], attempt))
 
 

@@ -9,6 +9,7 @@ decimal or no number at all is None, which the caller counts as unparsed (and as
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 from selfinstruct_local.engines import Request
@@ -19,6 +20,8 @@ MAX_TOKENS = 96  # a number and one sentence; the rest of a rambling reply is no
 PROMPT_MARGIN = 64  # tokens kept free besides the estimate, which is rough
 REASON_CHARS = 300
 TRUNCATED = " […]"
+RETRY_TEMPERATURE = 0.7  # the second ask samples: greedy decoding would repeat the first reply
+REPLY_CHARS = 200  # of an unreadable reply, kept in its row to see what went wrong
 
 _NUMERALS = {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5,
              "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
@@ -42,6 +45,44 @@ class Judgement:
     reason: str
 
 
+@dataclass(frozen=True)
+class TaskJudge:
+    """Judging one task, for `sigen judge` and for `sigen run --judge` alike: its request
+    (attempt 1 greedy, attempt 2 sampled, each with a seed fixed by the task's id) and its row
+    of scores.jsonl."""
+
+    prompts: PromptSet
+    judge: str  # the judge model's name, recorded in every row
+    max_model_len: int
+    seed: int
+    attempts: int = 2
+
+    def request(self, ident: str, task: dict, attempt: int) -> Request:
+        temperature = RETRY_TEMPERATURE if attempt > 1 else 0.0
+        return build_judge_request(
+            self.prompts, task["instruction"], task.get("input") or "", task.get("output") or "",
+            max_model_len=self.max_model_len, seed=task_seed(self.seed, ident, attempt),
+            temperature=temperature, top_p=0.95 if temperature else 1.0)
+
+    def row(self, ident: str, task: dict, completion: str, attempt: int) -> dict | None:
+        """The task's score row from the completion of its request; None when the score
+        cannot be read and another attempt is left."""
+        reply = reply_prefix(self.prompts) + completion
+        verdict = parse_judgement(self.prompts, reply)
+        if verdict.score is None and attempt < self.attempts:
+            return None
+        row = {"id": ident, "instruction_id": task["instruction_id"], "score": verdict.score,
+               "reason": verdict.reason, "judge": self.judge, "attempts": attempt}
+        if verdict.score is None:
+            row["reply"] = reply[:REPLY_CHARS]
+        return row
+
+
+def task_seed(seed: int, ident: str, attempt: int) -> int:
+    """A request's seed from the task's id: the same wherever the task falls in a batch."""
+    return (seed * 1_000_003 + zlib.crc32(f"{ident}#{attempt}".encode())) % 2**31
+
+
 def build_judge_request(prompts: PromptSet, instruction: str, input_text: str, output: str,
                         max_model_len: int = 4096, seed: int | None = None,
                         temperature: float = 0.0, top_p: float = 1.0) -> Request:
@@ -53,9 +94,14 @@ def build_judge_request(prompts: PromptSet, instruction: str, input_text: str, o
     fields = fit_fields([instruction, input_text or L.no_input, output], budget)
     return Request(
         prompt=prompts.fill("judge", instruction=fields[0], input=fields[1], output=fields[2]),
-        assistant_prefix=f"{L.score}{L.colon.rstrip()}",
+        assistant_prefix=reply_prefix(prompts),
         max_tokens=MAX_TOKENS, temperature=temperature, top_p=top_p, seed=seed,
     )
+
+
+def reply_prefix(prompts: PromptSet) -> str:
+    """Where the judge's reply starts, written for the model: "Score:" / "评分："."""
+    return f"{prompts.labels.score}{prompts.labels.colon.rstrip()}"
 
 
 def estimate_tokens(text: str) -> float:

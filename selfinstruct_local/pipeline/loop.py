@@ -8,6 +8,9 @@ pending.jsonl, a step's result moves its task on, and a task past its last step 
 committed (runstore.py): a crash loses at most the requests in flight and the last half second
 of decisions, and a resume (state.py) completes the pending tasks first.
 
+With a judge (`sigen run --judge`), every instance written is also scored as the run goes: one
+more request per instance, its row appended to scores.jsonl after the instance's own rows.
+
 How many source requests are worth sending is estimated from what is in flight: the tasks not
 yet finished times the share that get instances, and the source requests out times the tasks
 one has yielded so far. A "round" is `batch_size` source requests: rows record the round of the
@@ -25,19 +28,23 @@ from dataclasses import dataclass
 from selfinstruct_local.engines import Completion
 from selfinstruct_local.engines.stream import RequestStream
 from selfinstruct_local.interrupt import RunInterrupted, StopRequest
+from selfinstruct_local.pipeline.judge import TaskJudge
 from selfinstruct_local.pipeline.screen import screen
 from selfinstruct_local.pipeline.stages import Context, Method
 from selfinstruct_local.progress import Reporter, Snapshot
+from selfinstruct_local.quality import SCORES
 from selfinstruct_local.runstore import INSTANCES, INSTRUCTIONS, PENDING, REJECTED
 
 STALL_ROUNDS = 8  # stop asking for new tasks after this many rounds' worth add nothing
 CHECKPOINT_SECONDS = 10.0  # the manifest is saved at least this often, and after each round
 PRIOR_YIELD = 1.0  # accepted tasks per source request, assumed before any evidence
+JUDGE = "judge"  # the judge's stage
 
 
 @dataclass
 class Job:
-    """A request in flight: a source request (step None) or a task's step."""
+    """A request in flight: a source request, a task's step, or the judging of one instance
+    (`judged`: its id in scores.jsonl; `task` is then its instance row)."""
 
     stage: str
     round: int
@@ -46,13 +53,17 @@ class Job:
     task: dict | None = None
     step: int = 0
     attempt: int = 0
+    judged: str | None = None
 
 
 class Loop:
     def __init__(self, ctx: Context, method: Method, stream: RequestStream, batch_size: int,
                  progress: Reporter | None = None,
                  checkpoint: Callable[[], None] = lambda: None,
-                 stop: StopRequest | None = None) -> None:
+                 stop: StopRequest | None = None, judge: TaskJudge | None = None,
+                 unjudged: list[tuple[str, dict]] | None = None) -> None:
+        """`judge`: score every instance as it is written; `unjudged`: the (id, instance row)
+        of earlier instances without a score yet (a resumed run), judged first."""
         self.ctx, self.method, self.stream = ctx, method, stream
         self.state, self.store = ctx.state, ctx.store
         self.batch_size = max(1, batch_size)
@@ -71,6 +82,9 @@ class Loop:
         self.reported_accepted = -1  # accepted count in the last round line
         self.first_sent: float | None = None  # when this process sent its first request
         self.finished_at: float | None = None
+        self.judge = judge
+        for ident, row in unjudged or ():
+            self._judge_later(ident, row, row.get("round", 0))
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -144,6 +158,8 @@ class Loop:
         if job.source:
             request, carried = self.method.source.build(self.ctx, job.number)
             job.task = carried
+        elif job.judged is not None:
+            request = self.judge.request(job.judged, job.task, job.attempt)  # type: ignore
         else:
             request = self.method.steps[job.step].build(self.ctx, job.task, job.attempt)
         self.keys += 1
@@ -158,6 +174,9 @@ class Loop:
         self.state.counts[f"{job.stage}_tokens"] += completion.completion_tokens
         if job.source:
             self._candidates(job, completion)
+            return
+        if job.judged is not None:
+            self._scored(job, completion)
             return
         task = job.task
         step = self.method.steps[job.step]
@@ -186,7 +205,7 @@ class Loop:
         self.state.counts["source_answers"] += 1
         self.state.counts["source_tasks"] += len(accepted)
         self.idle_sources = 0 if accepted else self.idle_sources + 1
-        self._round_done(job.round)
+        self._round_done()
         for task in accepted:
             self.tasks_open += 1
             self._advance(task, 0)
@@ -213,9 +232,9 @@ class Loop:
             self.state.finalized.add(task["id"])
             return
         self.idle_sources = 0
-        self.store.append(INSTANCES, [
-            {"instruction_id": task["id"], "instruction": task["instruction"],
-             "input": inst.input, "output": inst.output} for inst in kept])
+        instance_rows = [{"instruction_id": task["id"], "instruction": task["instruction"],
+                          "input": inst.input, "output": inst.output} for inst in kept]
+        self.store.append(INSTANCES, instance_rows)
         final = {
             "id": task["id"], "instruction": task["instruction"],
             "is_classification": task.get("is_classification"), "round": task["round"],
@@ -226,6 +245,24 @@ class Loop:
         }
         self.store.append(INSTRUCTIONS, [final])
         self.state.add_final(final, len(kept))
+        if self.judge is not None:
+            for number, row in enumerate(instance_rows, 1):
+                self._judge_later(f"{task['id']}-{number}", row, task["round"])
+
+    # -- judging --------------------------------------------------------------------------
+    def _judge_later(self, ident: str, row: dict, round_: int) -> None:
+        self.ready.append(Job(JUDGE, round_, task=row, judged=ident, attempt=1))
+
+    def _scored(self, job: Job, completion: Completion) -> None:
+        row = self.judge.row(job.judged, job.task, completion.text, job.attempt)  # type: ignore
+        if row is None:  # unreadable: asked once more, sampled
+            self.ready.append(Job(JUDGE, job.round, task=job.task, judged=job.judged,
+                                  attempt=job.attempt + 1))
+            return
+        self.store.append(SCORES, [row])
+        self.state.counts["judged"] += 1
+        if row["score"] is None:
+            self.state.counts["judge_unparsed"] += 1
 
     @property
     def generation_seconds(self) -> float:
@@ -235,7 +272,11 @@ class Loop:
         return (self.finished_at or time.perf_counter()) - self.first_sent
 
     # -- checkpoints and progress ---------------------------------------------------------
-    def _round_done(self, round_: int) -> None:
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return (*self.method.stages, JUDGE) if self.judge is not None else self.method.stages
+
+    def _round_done(self) -> None:
         """After each round's last source answer (and every CHECKPOINT_SECONDS): flush the
         rows, save the manifest, print the round's line."""
         answered = self.state.counts["source_answers"]
@@ -263,5 +304,5 @@ class Loop:
             rejected=tuple(self.state.reject_reasons.most_common()),
             dropped=tuple(self.state.instance_rejects.most_common()),
             stages=tuple((s, counts[f"{s}_requests"], counts[f"{s}_tokens"], running.get(s, 0))
-                         for s in self.method.stages),
+                         for s in self.stages),
         )

@@ -55,6 +55,11 @@ class Context:
         so that a resumed or repeated run asks the same thing with the same seed."""
         return random.Random(f"{self.config.seed}-{stage}-{key}").randrange(2**31 - 1)
 
+    def attempt_temperature(self, attempt: int) -> float:
+        """A step's answer is greedy first (the model's most likely answer), and sampled on a
+        retry (greedy decoding would only repeat the failed answer)."""
+        return 0.0 if attempt == 0 else self.temperature
+
     def rng(self, purpose: str, *key: object) -> random.Random:
         return random.Random(f"{self.config.seed}-{purpose}-{key}")
 
