@@ -11,12 +11,17 @@ not asked again unless --retry-unparsed). One judge per scores.jsonl: the histog
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from selfinstruct_local.config import RunConfig
 from selfinstruct_local.engines import engine_entry
-from selfinstruct_local.engines.enginelog import ENGINE_LOG
+from selfinstruct_local.engines.setup import (
+    default_batch_size,
+    engine_options,
+    load_engine,
+    local_weights,
+)
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable
 from selfinstruct_local.models import load_registry
@@ -130,25 +135,9 @@ def _engine_config(settings: JudgeSettings, saved: dict) -> RunConfig:
 
 def _load_engine(config: RunConfig, entry, spec, reporter: Reporter, api_key: str | None,
                  todo: int, root: Path):
-    # run.py imports the whole generation pipeline; only the judge's engine needs it.
-    from selfinstruct_local.run import (
-        default_batch_size,
-        engine_options,
-        local_weights,
-        where_it_runs,
-    )
-
     options = engine_options(config, entry, spec, reporter, api_key)
     entry.check(options)
     config.num_instructions = todo  # an openai batch needs no more prompts than that
     config.batch_size = config.batch_size or default_batch_size(config, options)
     local_weights(spec, entry, reporter.log)
-    reporter.log(f"Loading {spec.name} with the {config.engine} engine {where_it_runs(options)}"
-                 " ...")
-    try:
-        # The engine's own output goes to the run's engine.log, as during `sigen run`.
-        return entry.load(spec, replace(options, engine_log=root / ENGINE_LOG))
-    except ServerUnavailable as exc:
-        raise SigenError(f"{exc}. Check that the server is up and --base-url is right "
-                         "(it ends in /v1), then run the same command again.") from None
-
+    return load_engine(entry, spec, options, reporter, root)

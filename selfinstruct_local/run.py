@@ -12,7 +12,6 @@ import importlib.metadata
 import platform
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from selfinstruct_local import __version__
@@ -34,20 +33,19 @@ from selfinstruct_local.corpus import (
     select_chapters,
 )
 from selfinstruct_local.dedup import NearDupIndex
-from selfinstruct_local.engines import EngineEntry, engine_entry
-from selfinstruct_local.engines.base import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_SERVER_TIMEOUT,
-    EngineOptions,
+from selfinstruct_local.engines import engine_entry
+from selfinstruct_local.engines.setup import (
+    default_batch_size,
+    engine_options,
+    load_engine,
+    local_weights,
+    stream_capacity,
 )
-from selfinstruct_local.engines.enginelog import ENGINE_LOG
-from selfinstruct_local.engines.gpus import check_gpus, plan_parallelism
-from selfinstruct_local.engines.openai import parse_base_urls, public_url
 from selfinstruct_local.engines.stream import open_stream
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable, StopRequest
 from selfinstruct_local.methods import load_method
-from selfinstruct_local.models import ensure_weights, load_registry
+from selfinstruct_local.models import load_registry
 from selfinstruct_local.pipeline.grounded import PASSAGE_SHARE, parse_kinds
 from selfinstruct_local.pipeline.instances import few_shot_texts
 from selfinstruct_local.pipeline.judge import TaskJudge
@@ -158,13 +156,7 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
         if unjudged:
             log(f"Judging {len(unjudged)} tasks generated before, besides the new ones.")
 
-    log(f"Loading {spec.name} with the {config.engine} engine {where_it_runs(options)}"
-        " ...")
-    try:
-        engine = entry.load(spec, replace(options, engine_log=store.root / ENGINE_LOG))
-    except ServerUnavailable as exc:
-        raise SigenError(f"{exc}. Check that the server is up and --base-url is right "
-                         "(it ends in /v1), then run the same command again.") from None
+    engine = load_engine(entry, spec, options, reporter, store.root)
     sampling = dict(spec.sampling)
     if config.temperature is not None:
         sampling["temperature"] = config.temperature
@@ -267,71 +259,6 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
         log(f"Judged: {len(scores)} of {state.instances_kept} tasks have a score row "
             f"({unparsed} unreadable); see `sigen stats {store.root}`.")
     return store.root
-
-
-def engine_options(config: RunConfig, entry: EngineEntry, spec, reporter: Reporter,
-                   api_key: str | None) -> EngineOptions:
-    """The engine's settings from the command line, checked before anything slow happens."""
-    if entry.local_gpus:
-        if config.base_url:
-            raise SigenError("--base-url is for --engine openai; the "
-                             f"{entry.name} engine runs the model on this machine")
-        gpus = config.gpus = check_gpus(config.gpus)
-        if entry.replicas:
-            tensor_parallel, _ = plan_parallelism(gpus, config.tensor_parallel,
-                                                  spec.tensor_parallel)
-        else:  # one copy of the model spread over every GPU
-            tensor_parallel = max(1, gpus)
-        urls: tuple[str, ...] = ()
-    else:
-        if config.gpus or config.tensor_parallel:
-            raise SigenError(f"--gpus and --tensor-parallel are for engines that run the model "
-                             f"here; with --engine {entry.name} the server decides its GPUs")
-        gpus, tensor_parallel = 0, 1
-        urls = parse_base_urls(config.base_url)
-    return EngineOptions(
-        seed=config.seed, gpus=gpus, tensor_parallel=tensor_parallel, base_urls=urls,
-        api_key=api_key, concurrency=config.concurrency or DEFAULT_CONCURRENCY,
-        batch_size=config.batch_size or 16,  # the transformers engine's forward batch
-        server_timeout=config.server_timeout or DEFAULT_SERVER_TIMEOUT, log=reporter.notice)
-
-
-def default_batch_size(config: RunConfig, options: EngineOptions) -> int:
-    """Prompts per round. On a server: enough to keep every server's slots full, but not more
-    than a small target needs (one Self-Instruct prompt yields several candidates)."""
-    if options.base_urls:
-        capacity = options.concurrency * len(options.base_urls)
-        return min(capacity, max(16, config.num_instructions))
-    return 256 * options.replicas if options.gpus else 16
-
-
-def local_weights(spec, entry: EngineEntry, log) -> Path | None:
-    """The checkpoint on this machine: required by local engines; for a server, used when
-    present (its tokenizer renders prompts and measures passages), and prepared when it comes
-    from an installed package."""
-    try:
-        return ensure_weights(spec, log=log)
-    except SigenError:
-        if entry.local_weights:
-            raise
-        return None
-
-
-def where_it_runs(options: EngineOptions) -> str:
-    if options.base_urls:
-        return f"on {', '.join(public_url(u) for u in options.base_urls)}"
-    if not options.gpus:
-        return "on the CPU"
-    return (f"on {options.gpus} GPU(s): {options.replicas} replica(s) of "
-            f"{options.tensor_parallel} GPU(s)")
-
-
-def stream_capacity(options: EngineOptions, batch_size: int) -> int:
-    """Requests kept submitted: every slot of every server for the openai engine (its
-    --concurrency each); one batch for the engines that run batches."""
-    if options.base_urls:
-        return options.concurrency * len(options.base_urls)
-    return batch_size
 
 
 def determinism(ordered: bool) -> str:
