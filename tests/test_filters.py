@@ -83,6 +83,21 @@ def test_instance_filters():
                        "repetitive_output"]
 
 
+def test_an_output_that_only_requotes_its_input_is_no_answer():
+    """Seen in a real run: Input "The story of the city hospital" (quoted), Output the same
+    words unquoted. An edit that changes a word, or only the case, is an answer."""
+    kept, dropped = filter_instances([
+        Instance('"The story of the city hospital"', "The story of the city hospital"),
+        Instance("「春眠不觉晓」", "春眠不觉晓"),
+        Instance("The  cat\nsat.", "The cat sat."),
+        Instance("I lik apples.", "I like apples."),
+        Instance("HELLO WORLD", "hello world"),
+    ])
+    assert [why for _, why in dropped] == ["input_equals_output"] * 3
+    assert kept == [Instance("I lik apples.", "I like apples."),
+                    Instance("HELLO WORLD", "hello world")]
+
+
 def test_multi_line_output_is_not_repetitive():
     kept, _ = filter_instances([Instance("", "Step one.\nStep two.\nStep one.")])
     assert len(kept) == 1

@@ -228,6 +228,12 @@ def copy_key(text: str) -> str:
     return " ".join(text.casefold().split()).strip("\"'“”‘’「」 ")
 
 
+def _unquoted(text: str) -> str:
+    """Text with its wrapping quotes and runs of spacing folded; case is kept, since changing
+    it can be the task ("Write this in lower case")."""
+    return " ".join(text.split()).strip("\"'“”‘’「」 ")
+
+
 def reason_key(reason: str) -> str:
     return reason.split(":", 1)[0]
 
@@ -257,7 +263,7 @@ def filter_instances(
         inp, out = inst.input.strip(), inst.output.strip()
         if not out:
             dropped.append((inst, "empty_output"))
-        elif inp and inp == out:
+        elif inp and _unquoted(inp) == _unquoted(out):
             dropped.append((inst, "input_equals_output"))
         elif _repeats_itself(out):
             dropped.append((inst, "repetitive_output"))
