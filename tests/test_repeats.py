@@ -113,3 +113,23 @@ def test_matches_the_reference_and_resumes(seed):
     kept = [t for t, keep in zip(texts[:stop], first, strict=True) if keep]
     assert first + run(RepeatCap.rebuild(kept, max_repeats), texts[stop:]) == expected
     assert sum(expected) < len(texts)  # the cap did reject some
+
+
+def test_a_resumed_run_counts_the_instructions_it_kept_before(tmp_path):
+    """On resume the cap is rebuilt from the grounded instructions load_state found in
+    pending.jsonl (each passage's index), the same text about several passages included."""
+    from selfinstruct_local.dedup import NearDupIndex
+    from selfinstruct_local.pipeline.state import load_state
+    from selfinstruct_local.runstore import PENDING, RunStore
+
+    store = RunStore(tmp_path)
+    texts = [SUMMARY, "这段文字里谁最先说话？", SUMMARY, "“用几句话概括这段原文的内容。”"]
+    store.append(PENDING, [
+        {"id": f"mi-{k:06d}", "round": 1, "instruction": text, "input": "…",
+         "passage": {"id": f"p{k}", "source": "a.txt", "chapter": "", "chapter_index": 0}}
+        for k, text in enumerate(texts, 1)])
+    state = load_state(store, NearDupIndex(), None, warn=lambda _m: None)
+    assert sorted(state.grounded_instructions()) == sorted(texts)
+    cap = RepeatCap.rebuild(state.grounded_instructions(), max_repeats=3)
+    assert cap.check(SUMMARY) == "repeated_generic"  # three kept already, in three forms
+    assert cap.check("这段文字里谁最先说话？") is None

@@ -9,7 +9,7 @@ in-flight work is the pending rows with no final outcome yet.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from selfinstruct_local.dedup import NearDupIndex
@@ -42,6 +42,11 @@ class RunState:
 
     def reject(self, reason: str) -> None:
         self.reject_reasons[reason_key(reason)] += 1
+
+    def grounded_instructions(self) -> Iterator[str]:
+        """Every instruction accepted about a passage so far (pending or finished)."""
+        for index in self.passage_indexes.values():
+            yield from (index.text(i) for i in range(len(index)))
 
     def add_final(self, row: dict, num_instances: int) -> None:
         self.accepted += 1
