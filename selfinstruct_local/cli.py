@@ -110,11 +110,16 @@ def run(
         "run's.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Random seed: sampling of prompts, passages and the "
-        "model. The same seed and settings give a closely similar run (vLLM's batching can "
-        "change a token here and there).")] = 42,
+        "model; each request's seed follows from it. The same seed and settings give a closely "
+        "similar run (vLLM's batching can change a token here and there, and with a server or "
+        "vllm the order completions come back in varies: see `determinism` in the "
+        "manifest).")] = 42,
     batch_size: Annotated[int | None, typer.Option(
-        min=1, help="Prompts per round, sent to the engine in one call. Default: 16 on CPU, "
-        "256 per replica on GPUs; with --engine openai, enough to fill every server's "
+        min=1, help="Source requests (bootstrap or Alpaca prompts) per round: at most this "
+        "many are out at once, and --max-rounds counts rounds of them. The transformers engine "
+        "also runs batches of this size, and so does vllm with SIGEN_VLLM_BATCHES=1 in the "
+        "environment. Default: 16 on "
+        "CPU, 256 per replica on GPUs; with --engine openai, enough to fill every server's "
         "--concurrency, but no more than --num-instructions (at least 16).")] = None,
     max_rounds: Annotated[int | None, typer.Option(
         min=1, help="Stop after this many rounds even if --num-instructions is not reached.")
