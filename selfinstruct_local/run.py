@@ -99,12 +99,17 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     store = RunStore(config.output, group_commit=True)
     hold_run_lock(store.root)  # before reading anything: one writer per run directory
     previous = store.read_json(MANIFEST)
+    unjudged: list[tuple[str, dict]] | None = None  # with --judge: the tasks left to score
     if previous:
         inherit_derived(config, previous)
         _check_resume(previous, config, force, store.root)
         finished = previous.get("status") == "finished" and previous.get("counts", {}).get(
             "accepted", 0) >= config.num_instructions
-        if finished and not (config.judge and unjudged_tasks(store.root, spec.name)):
+        if finished and config.judge:
+            # A finished run has no instance rows of unfinished instructions for load_state
+            # to drop: the tasks left to score are final here already.
+            unjudged = unjudged_tasks(store.root, spec.name, reporter.notice)
+        if finished and not unjudged:
             log(f"{store.root} is already finished "
                 f"({previous['counts']['accepted']} instructions); nothing to do.")
             return store.root
@@ -149,10 +154,11 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
     if previous:
         log(f"Resuming {store.root}: {state.accepted} instructions done, "
             f"{len(state.in_flight)} in flight, round {state.round}.")
-    judge, unjudged = None, []
-    if config.judge:  # after load_state, which drops the instances of unfinished instructions
+    judge = None
+    if config.judge:
         judge = TaskJudge(prompts, spec.name, spec.max_model_len, config.seed)
-        unjudged = unjudged_tasks(store.root, spec.name, reporter.notice)
+        if unjudged is None:  # after load_state, which drops instances of unfinished tasks
+            unjudged = unjudged_tasks(store.root, spec.name, reporter.notice)
         if unjudged:
             log(f"Judging {len(unjudged)} tasks generated before, besides the new ones.")
 

@@ -83,8 +83,8 @@ class Loop:
         self.first_sent: float | None = None  # when this process sent its first request
         self.finished_at: float | None = None
         self.judge = judge
-        for ident, row in unjudged or ():
-            self._judge_later(ident, row, row.get("round", 0))
+        for ident, row in unjudged or ():  # an instance row records no round
+            self._judge_later(ident, row, 0)
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> None:
