@@ -28,13 +28,7 @@ from selfinstruct_local.models import load_registry
 from selfinstruct_local.pipeline.judge import TaskJudge
 from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
-from selfinstruct_local.quality import (
-    SCORES,
-    check_one_judge,
-    claim_run,
-    read_scores,
-    tasks_to_judge,
-)
+from selfinstruct_local.quality import SCORES, claim_run, unjudged_tasks
 from selfinstruct_local.report import load_run
 from selfinstruct_local.runstore import RunStore
 
@@ -71,9 +65,8 @@ def judge_run(run_dir: Path | str, settings: JudgeSettings, reporter: Reporter) 
     spec = load_registry(config.models_file).resolve(config.model,
                                                      served=not entry.local_weights)
     prompts = load_prompts(settings.lang or saved.get("lang") or "en")
-    scores = read_scores(run.root, reporter.notice, repair=True)  # repairs a torn last line
-    check_one_judge(run.root, scores, spec.name)
-    tasks = tasks_to_judge(run.instances, scores, settings.retry_unparsed)
+    tasks = unjudged_tasks(run.root, spec.name, reporter.notice, run.instances,
+                           settings.retry_unparsed)
     done = Counter()
     if not tasks:
         reporter.log(f"All {len(run.instances)} tasks of {run.root} are judged already; "

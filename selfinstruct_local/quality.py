@@ -78,13 +78,17 @@ def tasks_to_judge(instances: list[dict], scores: dict[str, dict],
             or (retry_unparsed and scores[ident].get("score") is None)]
 
 
-def unjudged_tasks(root: Path, judge: str, warn: Callable[[str], None] = _stderr
+def unjudged_tasks(root: Path, judge: str, warn: Callable[[str], None] = _stderr,
+                   instances: list[dict] | None = None, retry_unparsed: bool = False
                    ) -> list[tuple[str, dict]]:
-    """The tasks of the run in `root` without a score yet, for the writer of scores.jsonl
-    (a torn last line is repaired); scores by another judge are refused."""
+    """The tasks of the run in `root` without a score yet (`retry_unparsed`: or with an
+    unreadable one), for the writer of scores.jsonl (a torn last line is repaired); scores by
+    another judge are refused. `instances`: the run's instance rows, when already read."""
     scores = read_scores(root, warn, repair=True)
     check_one_judge(root, scores, judge)
-    return tasks_to_judge(RunStore(root).read(INSTANCES, warn), scores)
+    if instances is None:
+        instances = RunStore(root).read(INSTANCES, warn)
+    return tasks_to_judge(instances, scores, retry_unparsed)
 
 
 def contamination_meta(root: Path) -> dict | None:
