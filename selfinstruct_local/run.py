@@ -170,7 +170,7 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
         sampling["top_p"] = config.top_p
     # The draw continues where the last manifest left it; a round cut short is drawn again, and
     # its tasks already accepted are then near-duplicates within their passage.
-    sampler = (PassageSampler(passages, config.seed, used=state.counts["passages_drawn"])
+    sampler = (PassageSampler(passages, config.seed, used=state.stats.passages_drawn)
                if passages else None)
     ctx = Context(config, prompts, seed_tasks, state, store, index,
                   temperature=sampling.get("temperature", 0.7), top_p=sampling.get("top_p", 0.9),
@@ -315,7 +315,7 @@ def build_manifest(config, spec, weights, engine, state: RunState, status: str,
         "versions": package_versions(),
         "seed": config.seed,
         "counts": {
-            **dict(sorted(state.counts.items())),
+            **state.stats.to_json(),
             # Derived from the files on resume, so they come last and win over stale counters.
             "seed_tasks": num_seeds,
             "rounds": state.round,

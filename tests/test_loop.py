@@ -56,7 +56,7 @@ def test_the_target_is_met_exactly(tmp_path, streamed):
     # 30% of instance answers fail: some tasks got a second (sampled) try, some none usable.
     reasons = Counter(r["reason"] for r in rows(tmp_path, REJECTED))
     assert reasons["no_valid_instances"] > 0 and reasons["empty_output"] > 0
-    assert loop.state.counts["instances_requests"] > loop.state.counts["classify_requests"]
+    assert loop.stats.stage("instances").requests > loop.stats.stage("classify").requests
 
 
 def test_follow_up_requests_share_batches_with_new_ones(tmp_path):
@@ -82,13 +82,13 @@ def test_the_stall_stop_and_max_rounds(tmp_path):
     # The first answer's instructions are kept; every later answer repeats them.
     assert 0 < stalled.state.accepted < 50
     assert "added no instruction" in stalled.no_more_sources
-    assert stalled.state.counts["source_requests"] <= 4 * 9 + 4
+    assert stalled.stats.source_requests <= 4 * 9 + 4
 
     engine = ScriptedEngine()
     limited = scripted_loop(tmp_path / "b", engine, num_instructions=500, batch_size=5,
                             max_rounds=2)
     limited.run()
-    assert limited.state.counts["bootstrap_requests"] == 10
+    assert limited.stats.stage("bootstrap").requests == 10
     assert "--max-rounds 2" in limited.no_more_sources
     assert 0 < limited.state.accepted < 500
     assert max(r["round"] for r in rows(tmp_path / "b", INSTRUCTIONS)) <= 2
@@ -101,7 +101,7 @@ def test_a_kill_at_any_point_then_resume(tmp_path, kill_after):
     the target, keeping everything that reached the disk."""
     saved: dict = {}
     first = scripted_loop(tmp_path, ScriptedEngine(kill_after=kill_after), num_instructions=25)
-    first.checkpoint = lambda: saved.update(counts=dict(first.state.counts))
+    first.checkpoint = lambda: saved.update(counts=first.stats.to_json())
     with pytest.raises(Killed):
         first.run()
     before = rows(tmp_path, INSTRUCTIONS)
@@ -135,8 +135,8 @@ def test_judged_as_the_run_goes(tmp_path, streamed):
     scores = check_judged(tmp_path)
     retried = sum(r["attempts"] - 1 for r in scores)
     assert retried > 0 and any(r["score"] is None for r in scores)
-    assert loop.state.counts["judge_requests"] == len(scores) + retried
-    assert loop.state.counts["judged"] == len(scores)
+    assert loop.stats.stage("judge").requests == len(scores) + retried
+    assert loop.stats.judged == len(scores)
     assert "judge" in [stage for stage, *_ in loop.snapshot().stages]
     sent = [r.assistant_prefix.split()[0] for r in engine.sent]
     # Scoring starts while tasks are still being generated, not after the last one.
@@ -150,7 +150,7 @@ def test_a_kill_while_judging_then_resume(tmp_path, kill_after):
     saved: dict = {}
     first = scripted_loop(tmp_path, ScriptedEngine(kill_after=kill_after), judge=True,
                           num_instructions=15)
-    first.checkpoint = lambda: saved.update(counts=dict(first.state.counts))
+    first.checkpoint = lambda: saved.update(counts=first.stats.to_json())
     with pytest.raises(Killed):
         first.run()
     before = rows(tmp_path, SCORES)

@@ -32,7 +32,7 @@ def method(ctx: Context) -> Method:
                                 ctx.context_len)
 
     def request(ctx: Context, n: int) -> tuple[Request, dict]:
-        ctx.state.counts["passages_drawn"] += 1  # a resume continues the draw (run.py)
+        ctx.state.stats.passages_drawn += 1  # a resume continues the draw (run.py)
         passage = ctx.sampler.draw(1)[0]  # type: ignore[union-attr]
         built = build_alpaca_grounded_request(
             ctx.prompts, passage, ctx.kinds, n_tasks,

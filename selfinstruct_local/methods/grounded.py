@@ -38,7 +38,7 @@ def method(ctx: Context) -> Method:
         if number not in drawn:
             drawn.clear()  # requests are built in order: earlier passages are done with
             # Counted so that a resume continues the draw where it stopped (see run.py).
-            ctx.state.counts["passages_drawn"] += 1
+            ctx.state.stats.passages_drawn += 1
             kinds = assign_kinds(ctx.kinds, 1, ctx.rng("kinds", number))
             drawn[number] = (ctx.sampler.draw(1)[0], kinds[0])  # type: ignore[union-attr]
         passage, kinds = drawn[number]

@@ -41,7 +41,7 @@ def classify(ctx: Context, task: dict, attempt: int) -> Request:
 
 def classified(ctx: Context, task: dict, c: Completion) -> bool:
     label = parse_is_classification(ctx.prompts, c.text)
-    ctx.state.counts["classification_" + {True: "yes", False: "no", None: "unclear"}[label]] += 1
+    ctx.state.stats.classified(label)
     task["is_classification"] = bool(label)
     return True
 

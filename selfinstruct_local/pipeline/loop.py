@@ -65,7 +65,7 @@ class Loop:
         """`judge`: score every instance as it is written; `unjudged`: the (id, instance row)
         of earlier instances without a score yet (a resumed run), judged first."""
         self.ctx, self.method, self.stream = ctx, method, stream
-        self.state, self.store = ctx.state, ctx.store
+        self.state, self.store, self.stats = ctx.state, ctx.store, ctx.state.stats
         self.batch_size = max(1, batch_size)
         self.progress = progress if progress is not None else Reporter()
         self.checkpoint = checkpoint
@@ -121,8 +121,8 @@ class Loop:
             if self.ready:
                 self._submit(self.ready.popleft())
             elif self._want_source():
-                n = self.state.counts["source_requests"]
-                self.state.counts["source_requests"] += 1
+                n = self.stats.source_requests
+                self.stats.source_requests += 1
                 self.state.round = max(self.state.round, n // self.batch_size + 1)
                 self.sources_out += 1
                 self._submit(Job(self.method.source.stage, n // self.batch_size + 1,
@@ -133,7 +133,7 @@ class Loop:
     def _want_source(self) -> bool:
         """Whether one more source request is needed to reach the target, counting on what is
         in flight; at most a round's worth out at once."""
-        n = self.state.counts["source_requests"]
+        n = self.stats.source_requests
         limit = self.ctx.config.max_rounds
         if limit and n >= limit * self.batch_size:
             self.no_more_sources = f"Stopping after --max-rounds {limit}."
@@ -151,8 +151,8 @@ class Loop:
         return max(self.state.accepted / done, 0.25) if done >= 10 else 0.5
 
     def _yield(self) -> float:
-        answered = self.state.counts["source_answers"]
-        return self.state.counts["source_tasks"] / answered if answered >= 8 else PRIOR_YIELD
+        answered = self.stats.source_answers
+        return self.stats.source_tasks / answered if answered >= 8 else PRIOR_YIELD
 
     def _submit(self, job: Job) -> None:
         if job.source:
@@ -166,12 +166,12 @@ class Loop:
         if self.first_sent is None:
             self.first_sent = time.perf_counter()
         self.jobs[self.keys] = job
-        self.state.counts[f"{job.stage}_requests"] += 1
+        self.stats.stage(job.stage).requests += 1
         self.stream.submit(self.keys, request)
 
     # -- completions ----------------------------------------------------------------------
     def _handle(self, job: Job, completion: Completion) -> None:
-        self.state.counts[f"{job.stage}_tokens"] += completion.completion_tokens
+        self.stats.stage(job.stage).tokens += completion.completion_tokens
         if job.source:
             self._candidates(job, completion)
             return
@@ -194,16 +194,16 @@ class Loop:
         needed = max(0, math.ceil(missing / self._success()))
         accepted, rejected = [], []
         for candidate in candidates:
-            self.state.counts["candidates"] += 1
+            self.stats.candidates += 1
             if len(accepted) >= needed:
-                self.state.counts["surplus_unused"] += 1
+                self.stats.surplus_unused += 1
                 continue
             row = screen(self.ctx, self.method, candidate, job.round)
             (rejected if "reason" in row else accepted).append(row)
         self.store.append(REJECTED, rejected)
         self.store.append(PENDING, accepted)
-        self.state.counts["source_answers"] += 1
-        self.state.counts["source_tasks"] += len(accepted)
+        self.stats.source_answers += 1
+        self.stats.source_tasks += len(accepted)
         self.idle_sources = 0 if accepted else self.idle_sources + 1
         self._round_done()
         for task in accepted:
@@ -260,9 +260,9 @@ class Loop:
                                   attempt=job.attempt + 1))
             return
         self.store.append(SCORES, [row])
-        self.state.counts["judged"] += 1
+        self.stats.judged += 1
         if row["score"] is None:
-            self.state.counts["judge_unparsed"] += 1
+            self.stats.judge_unparsed += 1
 
     @property
     def generation_seconds(self) -> float:
@@ -279,7 +279,7 @@ class Loop:
     def _round_done(self) -> None:
         """After each round's last source answer (and every CHECKPOINT_SECONDS): flush the
         rows, save the manifest, print the round's line."""
-        answered = self.state.counts["source_answers"]
+        answered = self.stats.source_answers
         now = time.monotonic()
         if answered % self.batch_size and now - self.last_checkpoint < CHECKPOINT_SECONDS:
             return
@@ -294,7 +294,6 @@ class Loop:
         self.progress.update(self.snapshot())
 
     def snapshot(self, round_: int | None = None) -> Snapshot:
-        counts = self.state.counts
         running: dict[str, int] = {}
         for job in self.jobs.values():
             running[job.stage] = running.get(job.stage, 0) + 1
@@ -303,6 +302,6 @@ class Loop:
             accepted=self.state.accepted,
             rejected=tuple(self.state.reject_reasons.most_common()),
             dropped=tuple(self.state.instance_rejects.most_common()),
-            stages=tuple((s, counts[f"{s}_requests"], counts[f"{s}_tokens"], running.get(s, 0))
-                         for s in self.stages),
+            stages=tuple((s, self.stats.stage(s).requests, self.stats.stage(s).tokens,
+                          running.get(s, 0)) for s in self.stages),
         )

@@ -66,7 +66,7 @@ class Context:
     def keep_instances(self, task: dict, found: list[Instance], **checks: str) -> list[Instance]:
         """The instances that pass the filters; the others are logged to rejected.jsonl."""
         kept, dropped = filter_instances(found, self.examples, **checks)
-        self.state.counts["instances_generated"] += len(found)
+        self.state.stats.instances_generated += len(found)
         self.state.instance_rejects.update(why for _, why in dropped)
         self.store.append(REJECTED, [
             {"stage": "instance", "round": task["round"], "instruction_id": task["id"],

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.pipeline.filters import reason_key
 from selfinstruct_local.pipeline.grounded import PassageIndexes
+from selfinstruct_local.pipeline.stats import RunStats
 from selfinstruct_local.runstore import INSTANCES, INSTRUCTIONS, PENDING, REJECTED, RunStore
 
 # Manifest counts recomputed from the files rather than carried over.
@@ -26,7 +27,7 @@ class RunState:
     round: int = 0
     accepted: int = 0
     instances_kept: int = 0
-    counts: Counter = field(default_factory=Counter)
+    stats: RunStats = field(default_factory=RunStats)
     reject_reasons: Counter = field(default_factory=Counter)
     instance_rejects: Counter = field(default_factory=Counter)
     machine_instructions: list[str] = field(default_factory=list)
@@ -59,8 +60,7 @@ def load_state(
     store: RunStore, index: NearDupIndex, counts: dict | None, warn: Callable[[str], None]
 ) -> RunState:
     """Rebuild the state of an interrupted run; `index` must already hold the seed tasks."""
-    counters = {k: v for k, v in (counts or {}).items() if k not in DERIVED_COUNTS}
-    state = RunState(counts=Counter(counters))
+    state = RunState(stats=RunStats.from_json(counts or {}, skip=DERIVED_COUNTS))
     pending = store.read(PENDING, warn)
     finals = store.read(INSTRUCTIONS, warn)
     rejected = store.read(REJECTED, warn)
