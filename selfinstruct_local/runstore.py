@@ -88,6 +88,13 @@ class RunStore:
             self._oldest = self.clock()
         self.flush_if_due()
 
+    def create(self, names: Iterable[str]) -> None:
+        """Make each file exist (empty when new): a run directory has all its files, also a
+        run that had nothing to write in one of them (a run that rejected nothing)."""
+        for name in names:
+            with writing(self.path(name)), open(self.path(name), "a", encoding="utf-8"):
+                pass
+
     def flush_if_due(self) -> None:
         if self._oldest is not None and self.clock() - self._oldest >= GROUP_COMMIT_SECONDS:
             self.flush()

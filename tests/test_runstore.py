@@ -6,7 +6,7 @@ import os
 import pytest
 
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.runstore import RunStore
+from selfinstruct_local.runstore import PENDING, REJECTED, RunStore
 
 
 def test_append_and_read_back(tmp_path):
@@ -53,3 +53,12 @@ def test_manifest_replaced_atomically(tmp_path):
     assert os.listdir(tmp_path) == ["manifest.json"]  # no temporary files left behind
     assert store.path("manifest.json").stat().st_mode & 0o777 == 0o644
     assert store.read_json("missing.json") is None
+
+
+def test_create_makes_missing_files_empty_and_leaves_written_ones_alone(tmp_path):
+    """A run that rejected nothing still has its rejected.jsonl (seen in a real alpaca run)."""
+    store = RunStore(tmp_path)
+    store.append(PENDING, [{"id": "mi-000001"}])
+    store.create([PENDING, REJECTED])
+    assert (tmp_path / REJECTED).read_text() == ""
+    assert store.read(PENDING) == [{"id": "mi-000001"}]
