@@ -83,7 +83,8 @@ def run(
     server_timeout: Annotated[float | None, typer.Option(
         "--server-timeout", min=1.0, help="--engine openai: seconds with no server answering "
         "(refused, timed out, HTTP 429/5xx, retried meanwhile) after which the run stops as "
-        "after a Ctrl-C, to be resumed by the same command. Default: 600.")] = None,
+        "after a Ctrl-C, to be resumed by the same command. One answer may take up to 15 "
+        "minutes (or this, if longer). Default: 600.")] = None,
     method: Annotated[str, typer.Option(
         help="self-instruct: bootstrap, classify, then instances, in rounds (Wang et al.). "
         "alpaca: one prompt asks for 20 complete tasks at a time (Taori et al.).")

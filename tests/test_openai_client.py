@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -244,3 +246,57 @@ def test_base_url_parsing():
     for bad in ("", "gpu01:8000", f"{A},{A}"):
         with pytest.raises(SigenError, match="--base-url|--engine openai"):
             parse_base_urls(bad)
+
+
+class SlowServer:
+    """A real HTTP server on 127.0.0.1 that takes `delay` seconds for each completion (a long
+    answer on a busy server), answering with the recorded replies."""
+
+    def __init__(self, delay: float) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        def reply(handler: BaseHTTPRequestHandler, name: str) -> None:
+            data = json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
+            body = json.dumps(data["body"]).encode()
+            handler.send_response(data["status"])
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                reply(self, "models")
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(delay)
+                reply(self, "chat")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_an_answer_slower_than_the_server_timeout_is_waited_for(tmp_path):
+    """--server-timeout is how long no server may answer at all, not how long one answer may
+    take: a request that takes longer (a long answer on a loaded CPU, seen in CI right after a
+    server restart) is not given up, retried from the start, and taken for an outage."""
+    server = SlowServer(delay=1.5)
+    try:
+        eng = OpenAIEngine(spec(tmp_path), EngineOptions(base_urls=(server.url,),
+                                                         server_timeout=1.0, log=lambda _m: None))
+        completions = eng.generate([Request(prompt="x"), Request(prompt="y")])
+        assert [c.text for c in completions] and all(c.text for c in completions)
+        assert eng.stats.extra["requests_retried"] == 0
+        eng.close()
+    finally:
+        server.stop()

@@ -3,9 +3,10 @@
 One call of `generate` sends the whole batch at once, up to `concurrency` requests in flight per
 server, each request to the live server with the fewest in flight; a server's own scheduler
 (vLLM's continuous batching) then keeps its GPUs full. Faults:
-- connection errors, timeouts, HTTP 408/429/5xx are retried with exponential backoff and full
-  jitter; a server that fails DROP_AFTER times in a row is taken out of rotation for a while
-  (longer each time), then tried again with one request before it gets its share again;
+- connection errors, answers that take over ANSWER_TIMEOUT, HTTP 408/429/5xx are retried with
+  exponential backoff and full jitter; a server that fails DROP_AFTER times in a row is taken
+  out of rotation for a while (longer each time), then tried again with one request before it
+  gets its share again;
 - when no server has answered for `server_timeout` seconds, `ServerUnavailable` ends the call:
   the run stops like a Ctrl-C, and resumes later with nothing lost;
 - any other HTTP error (unknown model, prompt too long, bad API key) cannot be fixed by retrying:
@@ -45,6 +46,10 @@ DROP_AFTER = 3  # failures in a row that take a server out of rotation
 COOLDOWN = (5.0, 60.0)  # seconds out of rotation: first time, and at most (doubling between)
 BACKOFF = (0.5, 20.0)  # a retried request waits up to base * 2**attempt seconds, at most the cap
 CONNECT_TIMEOUT = 10.0
+# How long one answer may take: a long answer on a busy server (a CPU, a queue longer than the
+# server's batch) takes minutes, and a request given up is generated again from the start. A
+# server that died shows up sooner, as refused or reset connections.
+ANSWER_TIMEOUT = 900.0
 
 
 def public_url(url: str) -> str:
@@ -200,7 +205,8 @@ class OpenAIEngine:
         total = options.concurrency * len(self.urls)
         self._client = httpx.AsyncClient(
             headers=headers, transport=transport,
-            timeout=httpx.Timeout(options.server_timeout, connect=CONNECT_TIMEOUT),
+            timeout=httpx.Timeout(max(options.server_timeout, ANSWER_TIMEOUT),
+                                  connect=CONNECT_TIMEOUT),
             limits=httpx.Limits(max_connections=total, max_keepalive_connections=total),
         )
         self.pool = ReplicaPool(self.urls, options.concurrency, options.server_timeout,
@@ -391,12 +397,17 @@ class OpenAIStream:
         return len(self._tasks)
 
     def submit(self, key: int, request: Request) -> None:
-        task = self.engine._loop.create_task(self.engine._send(request))
-        # A failure is raised by `collect` once; the same failure in other requests (finished
-        # after that, or while the run stops) is looked at here, or asyncio would print each
-        # one's traceback as "Task exception was never retrieved".
-        task.add_done_callback(_look_at_failure)
-        self._tasks[task] = key
+        self._tasks[self.engine._loop.create_task(self._outcome(request))] = key
+
+    async def _outcome(self, request: Request) -> Completion | Exception:
+        """The completion, or the error that ended the request, returned rather than raised:
+        `collect` raises the first; the same error of other requests (finished after it, or
+        while the run stops) is then never an unretrieved task exception, which asyncio would
+        print with its traceback when the task is collected."""
+        try:
+            return await self.engine._send(request)
+        except Exception as exc:  # noqa: BLE001 - handed to collect, which raises it
+            return exc
 
     def collect(self) -> list[tuple[int, Completion]]:
         if not self._tasks:
@@ -408,17 +419,14 @@ class OpenAIStream:
                                                return_when=asyncio.FIRST_COMPLETED))
         finally:
             engine._update_counts()
-        failures = [exc for task in done if not task.cancelled() and (exc := task.exception())]
+        outcomes = [(self._tasks.pop(task), task.result()) for task in done
+                    if not task.cancelled()]
+        failures = [out for _, out in outcomes if isinstance(out, Exception)]
         if failures:
             raise failures[0]
-        finished = [(self._tasks.pop(task), task.result()) for task in done]
+        finished: list[tuple[int, Completion]] = outcomes  # type: ignore[assignment]
         engine.stats.add([c for _, c in finished], time.perf_counter() - start)
         return finished
-
-
-def _look_at_failure(task: asyncio.Task) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 def _describe(exc: httpx.TransportError) -> str:
