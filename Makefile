@@ -51,7 +51,8 @@ bench-decontam: install
 
 # sigen's openai engine against a plain async loop, on a vllm serve of the packaged model that the
 # script starts on 127.0.0.1 (or: BENCH_ENGINE_ARGS="--base-url http://host:8000/v1").
-BENCH_ENGINE_ARGS ?= --start-server --requests 48 --max-tokens 48 --run 20
+# --run 200: about 45 minutes on 2 CPU cores; smaller runs cannot fill the engine (README).
+BENCH_ENGINE_ARGS ?= --start-server --requests 48 --max-tokens 48 --run 200
 bench-engine: install
 	$(BIN)/python scripts/bench_engine.py $(BENCH_ENGINE_ARGS)
 
