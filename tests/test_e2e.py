@@ -1,6 +1,7 @@
 """`sigen run` end to end with the real vLLM engine (CPU build) on the packaged model."""
 
 import json
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -81,6 +82,10 @@ def check_quiet_engine(out, stderr):
     log = (out / "engine.log").read_text(encoding="utf-8")
     started = re.findall(r"pid=(\d+)\) INFO \d\d-\d\d [\d:]+ \[[\w.]+:\d+\] ", log)
     assert len(set(started)) >= 2, log[:2000]  # this process and the engine core process
+    # On a machine of few cores every core computes (vLLM would keep one for its frontend).
+    cores = re.search(r"core ids=\[([\d, ]+)\]", log)
+    if cores and len(os.sched_getaffinity(0)) <= 4:
+        assert len(cores.group(1).split(",")) == len(os.sched_getaffinity(0)), cores.group(0)
 
 
 def test_self_instruct_run(tmp_path, smollm2):
