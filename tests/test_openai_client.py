@@ -8,10 +8,14 @@ engine. The real server itself is exercised in test_server.py.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import gc
+import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -44,9 +48,11 @@ class Servers:
     """A scripted set of servers: per host, a queue of answers for /completions (a Response,
     or an exception class to raise), then the recorded completion; /models answers recorded."""
 
-    def __init__(self, script: dict[str, list] | None = None, dead: tuple[str, ...] = ()):
+    def __init__(self, script: dict[str, list] | None = None, dead: tuple[str, ...] = (),
+                 models: dict[str, httpx.Response] | None = None):
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.dead = {httpx.URL(u).host for u in dead}
+        self.models = models or {}  # per host, its /models answer instead of the recorded one
         self.seen: list[httpx.Request] = []
         self.in_flight: dict[str, int] = {}
         self.most_in_flight: dict[str, int] = {}
@@ -56,7 +62,7 @@ class Servers:
         if host in self.dead:
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         if request.url.path.endswith("/models"):
-            return recorded("models")
+            return self.models.get(host) or recorded("models")
         self.seen.append(request)
         self.in_flight[host] = self.in_flight.get(host, 0) + 1
         self.most_in_flight[host] = max(self.most_in_flight.get(host, 0), self.in_flight[host])
@@ -177,6 +183,111 @@ def test_a_streamed_refusal_stops_once_and_leaves_no_unread_failures(tmp_path, c
     assert "never retrieved" not in caplog.text
 
 
+def completion_reply(text) -> httpx.Response:
+    return httpx.Response(200, json={"choices": [{"text": text, "finish_reason": "stop"}]})
+
+
+def test_an_empty_text_is_a_completion_and_a_null_text_is_not(tmp_path):
+    eng = engine(spec(tmp_path, "completion"), Servers({"gpu01": [completion_reply("")]}))
+    [c] = eng.generate([Request(prompt="x")])
+    assert c.text == "" and c.prompt_tokens == 0  # no usage: counted as 0
+    eng.close()
+    eng = engine(spec(tmp_path, "completion"), Servers({"gpu01": [completion_reply(None)] * 9}))
+    with pytest.raises(SigenError, match="not a completion \\(its text is null\\)"):
+        eng.generate([Request(prompt="x")])
+    eng.close()
+
+
+def ok(**reply) -> Callable[[], httpx.Response]:
+    """A 200 reply, made anew for each request (a streamed body is read once)."""
+    return functools.partial(httpx.Response, 200, **reply)
+
+
+GARBAGE = [
+    (ok(html="<html><h1>Welcome to nginx!</h1></html>"), "not JSON"),
+    (ok(text='{"choices": [{"text": "'), "not JSON"),
+    (ok(json={"object": "text_completion"}), 'no "choices"'),
+    (ok(json={"choices": []}), 'no "choices"'),
+    (ok(json=[{"text": "a list"}]), 'no "choices"'),
+    (ok(json={"choices": [{"message": None}]}), "its message content is null"),
+    (ok(json={"choices": [{"message": {"content": 7}}]}), "its message content is int"),
+    (ok(stream=httpx.ByteStream(b"\x1f\x8b not gzip"), headers={"Content-Encoding": "gzip"}),
+     "a body that cannot be decoded"),
+]
+
+
+@pytest.mark.parametrize(("reply", "reason"), GARBAGE)
+def test_a_reply_that_is_not_a_completion_is_retried_then_named(tmp_path, reply, reason):
+    """A 200 reply that is not a completion is a protocol problem, not an outage: tried
+    MALFORMED_TRIES times, then a SigenError quoting the endpoint and the reply's start."""
+    eng = engine(spec(tmp_path, "completion"), Servers({"gpu01": [reply() for _ in range(9)]}),
+                 logs=(logs := []), server_timeout=600)
+    started = time.monotonic()
+    with pytest.raises(SigenError) as raised:
+        eng.generate([Request(prompt="x")])
+    message = str(raised.value)
+    assert message.startswith("http://gpu01:8000/v1 answered /v1/completions with something "
+                              f"that is not a completion ({reason}): ")
+    assert f"{client.MALFORMED_TRIES} times in a row" in message and "--base-url" in message
+    assert time.monotonic() - started < 2
+    assert eng.stats.extra["requests_retried"] == client.MALFORMED_TRIES - 1
+    assert sum("trying again" in m for m in logs) == 1
+    eng.close()
+
+
+def test_one_malformed_reply_is_a_hiccup(tmp_path):
+    bad = httpx.Response(200, html="<html>502 from the proxy, but as a 200</html>")
+    eng = engine(spec(tmp_path), Servers({"gpu01": [bad, bad]}))
+    [c] = eng.generate([Request(prompt="x")])
+    assert c.text.startswith(" Bananas") and eng.stats.extra["requests_retried"] == 2
+    eng.close()
+
+
+@pytest.mark.parametrize(("reply", "reason"), [
+    (httpx.Response(200, html="<!DOCTYPE html><title>Grafana</title>"), "not JSON"),
+    (httpx.Response(200, text='{"data": [{"id": "smollm2'), "not JSON"),
+    (httpx.Response(200, json=[{"id": "smollm2-135m"}]), 'no list under "data"'),
+    (httpx.Response(200, json={"data": {"id": "smollm2-135m"}}), 'no list under "data"'),
+    (httpx.Response(200, json={"data": ["smollm2-135m"]}), 'a model without a name ("id")'),
+    (httpx.Response(200, json={"data": [{"name": "smollm2-135m"}]}),
+     'a model without a name ("id")'),
+])
+def test_a_model_list_that_is_not_one_is_named(tmp_path, reply, reason):
+    with pytest.raises(SigenError) as raised:
+        engine(spec(tmp_path), Servers(models={"gpu01": reply}))
+    assert str(raised.value).startswith(
+        f"http://gpu01:8000/v1 answered /v1/models with something that is not OpenAI's model "
+        f"list ({reason}): ")
+    assert "Check that --base-url is the API root" in str(raised.value)
+
+
+def test_a_models_page_that_is_not_there_is_named_at_once(tmp_path):
+    """A 404 at /models is a wrong --base-url (no /v1), not a server still starting."""
+    reply = httpx.Response(404, json={"detail": "Not Found"})
+    with pytest.raises(SigenError, match="answered /v1/models with HTTP 404 \\(Not Found\\)"):
+        engine(spec(tmp_path), Servers(models={"gpu01": reply}), server_timeout=600)
+
+
+def test_server_text_never_carries_the_secrets_sent_to_it(tmp_path):
+    """A hostile server echoes the API key and the URL's credentials back: quoted, they are
+    masked."""
+    def echo(request: httpx.Request) -> httpx.Response:
+        kind, _, token = request.headers["authorization"].partition(" ")
+        sent = base64.b64decode(token).decode() if kind == "Basic" else token
+        return httpx.Response(200, text=f"you sent {kind} {token} ({sent})")
+
+    for url, hostile in itertools.product(
+            ("http://alice:secret-pw@gpu01:8000/v1", "http://gpu01:8000/v1"),
+            (echo, lambda r: httpx.Response(401, text=echo(r).text))):
+        opts = EngineOptions(base_urls=(url,), api_key="sk-key-123", log=lambda _m: None)
+        with pytest.raises(SigenError) as raised:
+            OpenAIEngine(spec(tmp_path), opts, transport=httpx.MockTransport(hostile))
+        message = str(raised.value)
+        assert "gpu01:8000/v1" in message and "***" in message
+        for secret in ("sk-key-123", "secret-pw", "alice", "YWxpY2U6c2VjcmV0LXB3"):
+            assert secret not in message
+
+
 def test_requests_spread_over_replicas_by_load_and_within_concurrency(tmp_path):
     servers = Servers()
     eng = engine(spec(tmp_path), servers, urls=(A, B), concurrency=3)
@@ -223,12 +334,42 @@ def test_waits_for_a_server_that_is_not_up_yet_then_gives_up(tmp_path):
         engine(spec(tmp_path), Servers(dead=(A,)), server_timeout=0.5)
 
 
-def test_model_name_from_the_server(tmp_path):
-    logs = []
-    eng = engine(spec(tmp_path, name="llama-7b"), Servers(), logs=logs)
-    assert eng.served_model == "smollm2-135m"  # the one model it serves
-    assert any("serves 'smollm2-135m'" in m for m in logs)
-    eng.close()
+def serving(*names: str) -> httpx.Response:
+    return httpx.Response(200, json={"object": "list", "data": [{"id": n} for n in names]})
+
+
+def test_model_found_by_name_directory_or_path(tmp_path):
+    """The server's name for the model asked for: the registry name, the checkpoint directory's
+    name or path, or a served path ending in one of those (`vllm serve /models/NAME`)."""
+    checkpoint = tmp_path / "smollm2-135m"
+    for model, served in ((spec(tmp_path), "smollm2-135m"),
+                          (ModelSpec(name="small", path=checkpoint), "smollm2-135m"),
+                          (ModelSpec(name="small", path=checkpoint), str(checkpoint)),
+                          (spec(tmp_path), "/data/ckpt/smollm2-135m")):
+        eng = engine(model, Servers(models={"gpu01": serving("other-model", served)}))
+        assert eng.served_model == served
+        eng.close()
+
+
+def test_another_model_is_never_used_in_place_of_the_one_asked_for(tmp_path):
+    """Prompts rendered for one model's template make noise for another: a server serving only
+    another model is refused, with the served names and the --model that uses one of them."""
+    with pytest.raises(SigenError) as raised:
+        engine(spec(tmp_path, name="llama-7b"), Servers())
+    message = str(raised.value)
+    assert "does not serve 'llama-7b'" in message and "'smollm2-135m'" in message
+    assert "--model smollm2-135m" in message and "--served-model-name llama-7b" in message
+    with pytest.raises(SigenError, match="with one of those names"):
+        engine(spec(tmp_path, name="llama-7b"), Servers(models={"gpu01": serving("a", "b")}))
+    with pytest.raises(SigenError, match="no model is listed at /models by http://gpu01"):
+        engine(spec(tmp_path), Servers(models={"gpu01": serving()}))
+
+
+def test_every_server_must_serve_the_model(tmp_path):
+    servers = Servers(models={"gpu02": serving("llama-7b")})
+    with pytest.raises(SigenError, match="gpu02:8000/v1 does not serve 'smollm2-135m' \\(it "
+                       "serves 'llama-7b'\\) while another --base-url does"):
+        engine(spec(tmp_path), servers, urls=(A, B))
 
 
 def test_api_key_sent_but_never_recorded(tmp_path):
@@ -242,10 +383,41 @@ def test_api_key_sent_but_never_recorded(tmp_path):
 
 def test_base_url_parsing():
     assert parse_base_urls(f" {A}/, {B}") == (A, B)
+    assert parse_base_urls("http://[::1]:8000/v1") == ("http://[::1]:8000/v1",)
     assert public_url("http://user:pw@gpu01:8000/v1") == "http://gpu01:8000/v1"
+    assert public_url("http://user:pw@[::1]:8000/v1") == "http://[::1]:8000/v1"
     for bad in ("", "gpu01:8000", f"{A},{A}"):
         with pytest.raises(SigenError, match="--base-url|--engine openai"):
             parse_base_urls(bad)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://127.0.0.1:99999/v1", "has port 99999, out of range (1-65535)"),
+    ("http://127.0.0.1:0/v1", "has port 0, out of range"),
+    ("http://127.0.0.1:abc/v1", "has a port that is not a number ('abc')"),
+    ("http://[::1/v1", "has a '[' or ']' without its pair"),
+    ("http://::1]:8000/v1", "has a '[' or ']' without its pair"),
+    ("http://:8000/v1", "names no host"),
+    ("ftp://gpu01/v1", "is not an http(s) URL"),
+    (f"{A} {B}", "contains a space (to list several servers, separate them with commas)"),
+    ("http://gpu01:8000/v1?key=1", "has a query or fragment"),
+    ("http://gpu01:8000/v1#top", "has a query or fragment"),
+])
+def test_a_bad_base_url_is_named_with_what_is_wrong(url, says):
+    with pytest.raises(SigenError) as raised:
+        parse_base_urls(f"{B},{url}")
+    message = str(raised.value)
+    assert message.startswith(f"--base-url {url!r} {says}") and "http://gpu01:8000/v1" in message
+
+
+def test_a_bad_base_url_is_named_without_its_credentials():
+    with pytest.raises(SigenError) as raised:
+        parse_base_urls("http://alice:pw%40x@gpu01:99999/v1")
+    assert "'http://gpu01:99999/v1' has port 99999" in str(raised.value)
+    assert "alice" not in str(raised.value) and "pw" not in str(raised.value)
+    with pytest.raises(SigenError) as raised:
+        parse_base_urls("http://alice:secret@[::1/v1")
+    assert "'http://[::1/v1'" in str(raised.value) and "secret" not in str(raised.value)
 
 
 class SlowServer:

@@ -10,7 +10,11 @@ server, each request to the live server with the fewest in flight; a server's ow
 - when no server has answered for `server_timeout` seconds, `ServerUnavailable` ends the call:
   the run stops like a Ctrl-C, and resumes later with nothing lost;
 - any other HTTP error (unknown model, prompt too long, bad API key) cannot be fixed by retrying:
-  a SigenError with the server's own message.
+  a SigenError with the server's own message;
+- a 200 reply that is not a completion (a web page, broken JSON, no `choices`, a null text) is a
+  protocol problem, not an outage: retried MALFORMED_TRIES times (a proxy's hiccup), then a
+  SigenError quoting the start of the reply. So is a /v1/models reply that is not a model list.
+No message holds the API key or the URL's credentials (`public_url`; server text has them masked).
 
 Prompts are rendered here with the model's tokenizer when its checkpoint is on this machine (the
 text is then byte-identical to the in-process engines'), and sent to /v1/completions. Otherwise a
@@ -22,10 +26,14 @@ that the server continues (vLLM's `continue_final_message`), and a base model's 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import random
+import re
+import shlex
 import time
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -36,6 +44,13 @@ from selfinstruct_local.engines.base import (
     EngineStats,
     Request,
     render_prompt,
+)
+from selfinstruct_local.engines.openai_replies import (
+    QUOTED_CHARS,
+    MalformedReply,
+    completion_of,
+    error_message,
+    served_models,
 )
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable
@@ -50,14 +65,65 @@ CONNECT_TIMEOUT = 10.0
 # server's batch) takes minutes, and a request given up is generated again from the start. A
 # server that died shows up sooner, as refused or reset connections.
 ANSWER_TIMEOUT = 900.0
+MALFORMED_TRIES = 3  # 200 replies in a row that are not a completion before a request gives up
+CHECK_BASE_URL = ("Check that --base-url is the API root of an OpenAI-compatible server (for "
+                  "vLLM, SGLang, llama.cpp: http://HOST:PORT/v1)")
 
 
 def public_url(url: str) -> str:
-    """The URL without credentials, for logs and the manifest."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    """The URL without credentials, for logs and the manifest (never raises: a URL that does
+    not parse loses whatever stands before an @ in it)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return without_credentials(url)
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
+    netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def without_credentials(text: str) -> str:
+    """A URL that may not parse, without whatever stands between // and its last @."""
+    return re.sub(r"//.*@", "//", text, count=1)
+
+
+def url_credentials(url: str) -> list[str]:
+    """The user name and password in a URL, as written and decoded, and the Basic auth token
+    httpx makes of them (for `mask_secrets`)."""
+    parts = httpx.URL(url)  # a URL that parse_base_urls let through
+    if not parts.userinfo:
+        return []
+    user, password = parts.username, parts.password
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    written = parts.userinfo.decode().split(":", 1)
+    return [s for s in {user, password, token, *written} if s]
+
+
+def url_problem(url: str) -> str | None:
+    """What makes `url` unusable as a server's API root; None when nothing does."""
+    if any(c.isspace() for c in url):
+        return "contains a space (to list several servers, separate them with commas)"
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # urllib's only complaint that needs no port: "Invalid IPv6 URL"
+        return "has a '[' or ']' without its pair (an IPv6 address is written [::1])"
+    if parts.scheme not in ("http", "https"):
+        return "is not an http(s) URL"
+    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    if port and not port.isdigit():
+        return f"has a port that is not a number ({port!r})"
+    if port and not 1 <= int(port) <= 65535:
+        return f"has port {int(port)}, out of range (1-65535)"
+    if not parts.hostname:
+        return "names no host"
+    if parts.query or parts.fragment:
+        return "has a query or fragment (?... or #...)"
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        return f"is not a valid URL ({without_credentials(str(exc))})"
+    return None
 
 
 def parse_base_urls(text: str | None) -> tuple[str, ...]:
@@ -67,25 +133,21 @@ def parse_base_urls(text: str | None) -> tuple[str, ...]:
         raise SigenError("--engine openai needs --base-url URL (e.g. http://gpu01:8000/v1), "
                          "or several separated by commas")
     for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SigenError(f"--base-url {url!r} is not an http(s) URL such as "
-                             "http://gpu01:8000/v1")
+        if problem := url_problem(url):
+            raise SigenError(f"--base-url {without_credentials(url)!r} {problem}: give each "
+                             "server's API root, such as http://gpu01:8000/v1")
     if len(set(urls)) < len(urls):
-        raise SigenError(f"--base-url lists a server twice: {','.join(urls)}")
+        raise SigenError("--base-url lists a server twice: "
+                         f"{','.join(public_url(u) for u in urls)}")
     return urls
 
 
-def error_message(response: httpx.Response) -> str:
-    """The server's own explanation of an HTTP error (OpenAI's {"error": {"message"}})."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip()[:500] or response.reason_phrase
-    error = body.get("error", body) if isinstance(body, dict) else body
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("detail") or error)[:500]
-    return str(error)[:500]
+def mask_secrets(text: str, secrets: list[str]) -> str:
+    """Server text (an error message, a reply quoted) with the secrets sent to it masked: a
+    hostile server may echo the API key back."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def backoff_seconds(attempt: int, rng: random.Random) -> float:
@@ -212,8 +274,15 @@ class OpenAIEngine:
         self.pool = ReplicaPool(self.urls, options.concurrency, options.server_timeout,
                                 options.log)
         self.retried = 0
+        self._secrets = [options.api_key or "", *(c for u in self.urls
+                                                  for c in url_credentials(u))]
+        self._malformed_told = False
         start = time.perf_counter()
-        self.served_model, self.server_max_len = self._run(self._find_model())
+        try:
+            self.served_model, self.server_max_len = self._run(self._find_model())
+        except BaseException:
+            self.close()
+            raise
         self.tokenizer = self._local_tokenizer()
         self.stats.load_seconds = time.perf_counter() - start
         self.stats.extra.update(
@@ -223,6 +292,10 @@ class OpenAIEngine:
             spec.prompt_format == "completion" else "server chat template",
             per_request_seeds=True)
         self._update_counts()
+
+    def _server_text(self, text: str) -> str:
+        """Text that came from a server, fit for a message: without the secrets sent to it."""
+        return mask_secrets(text, [s for s in self._secrets if s])
 
     # -- set-up ---------------------------------------------------------------------------
     def _local_tokenizer(self):
@@ -241,7 +314,8 @@ class OpenAIEngine:
         announced = None
         while True:
             answers = await asyncio.gather(*(self._list_models(r) for r in self.pool.replicas))
-            found = [a for a in answers if a is not None]
+            found = {r.url: a for r, a in zip(self.pool.replicas, answers, strict=True)
+                     if a is not None}
             if found:
                 break
             self.pool.check_outage()
@@ -250,36 +324,76 @@ class OpenAIEngine:
                                  f"{', '.join(public_url(u) for u in self.urls)} ...")
                 announced = time.monotonic()
             await asyncio.sleep(2.0)
-        served = {m["id"]: m for models in found for m in models}
-        names = [self.spec.name, self.spec.path.name, str(self.spec.path)]
-        name = next((n for n in names if n in served), None)
-        if name is None and len(served) == 1:
-            name = next(iter(served))
-            if name not in names:
-                self.options.log(f"The server serves {name!r}; using it as {self.spec.name}.")
-        if name is None:
-            raise SigenError(
-                f"no server serves {self.spec.name!r}; they serve: {', '.join(sorted(served))}. "
-                "Pass one of those with --model (or start the server with "
-                f"--served-model-name {self.spec.name}).")
-        return name, served[name].get("max_model_len")
+        served = {name: model for models in found.values() for name, model in models.items()}
+        name = self._model_name(served, [public_url(u) for u in found])
+        for url, models in found.items():
+            if name not in models:
+                raise SigenError(
+                    f"{public_url(url)} does not serve {self._server_text(repr(name))} (it "
+                    f"serves {self._names(models)}) while another --base-url does: every "
+                    "server must serve the same model")
+        context = served[name].get("max_model_len")
+        return name, context if isinstance(context, int) else None
 
-    async def _list_models(self, replica: Replica) -> list[dict] | None:
+    def _model_name(self, served: dict[str, dict], servers: list[str]) -> str:
+        """The served name of the model asked for: its registry name, checkpoint directory name
+        or path, or a served path whose last part is one of those names (`vllm serve
+        /models/llama-7b` serves "/models/llama-7b"). Never another model: prompts rendered for
+        one model's chat template make noise for another."""
+        wanted = [self.spec.name, self.spec.path.name, str(self.spec.path)]
+        name = next((n for n in wanted if n in served), None)
+        by_directory = [n for n in served if PurePosixPath(n).name in wanted[:2]]
+        if name is None and len(by_directory) == 1:
+            name = by_directory[0]
+        if name is not None:
+            return name
+        if not served:
+            raise SigenError(f"no model is listed at /models by {', '.join(servers)}: check that "
+                             "the server has loaded its model")
+        where = (f"the server at {servers[0]} does" if len(servers) == 1 else
+                 f"the servers at {', '.join(servers)} do")
+        use = (f"--model {shlex.quote(self._server_text(next(iter(served))))}"
+               if len(served) == 1 else "--model with one of those names")
+        raise SigenError(
+            f"{where} not serve {self.spec.name!r}; served: {self._names(served)}. Pass {use} "
+            "(a model known only to the server is prompted through the server's chat "
+            f"template), or start the server with --served-model-name {self.spec.name}")
+
+    def _names(self, models: dict[str, dict], most: int = 10) -> str:
+        if not models:
+            return "no model at all"
+        names = sorted(models)
+        more = f" and {len(names) - most} more" if len(names) > most else ""
+        return self._server_text(", ".join(repr(n) for n in names[:most])) + more
+
+    async def _list_models(self, replica: Replica) -> dict[str, dict] | None:
+        """The models a server serves, by name; None when it does not answer (yet)."""
+        server, path = public_url(replica.url), urlsplit(replica.url).path + "/models"
         try:
             response = await self._client.get(f"{replica.url}/models",
                                               timeout=CONNECT_TIMEOUT * 3)
+            models = served_models(response) if response.status_code == 200 else None
         except httpx.TransportError as exc:
-            self.pool.failed(replica, _describe(exc), at_once=True)
+            self.pool.failed(replica, self._server_text(_describe(exc)), at_once=True)
             return None
-        if response.status_code in (401, 403):
-            raise SigenError(f"{public_url(replica.url)} refused the API key "
-                             f"(HTTP {response.status_code}: {error_message(response)}). "
+        except (MalformedReply, httpx.DecodingError) as exc:
+            bad = exc if isinstance(exc, MalformedReply) else _undecodable(exc)
+            raise SigenError(
+                f"{server} answered {path} with something that is not OpenAI's model list "
+                f"({bad.reason}): {self._server_text(bad.start)}. {CHECK_BASE_URL}") from None
+        status = response.status_code
+        if status in (401, 403):
+            raise SigenError(f"{server} refused the API key (HTTP {status}: "
+                             f"{self._server_text(error_message(response))}). "
                              "Pass --api-key or set $OPENAI_API_KEY.")
-        if response.status_code != 200:
-            self.pool.failed(replica, f"HTTP {response.status_code} from /models", at_once=True)
+        if status in RETRY_STATUS:  # still starting, or a proxy whose server is not up yet
+            self.pool.failed(replica, f"HTTP {status} from {path}", at_once=True)
             return None
+        if models is None:
+            raise SigenError(f"{server} answered {path} with HTTP {status} "
+                             f"({self._server_text(error_message(response))}). {CHECK_BASE_URL}")
         self.pool.succeeded(replica)
-        return list(response.json().get("data") or [])
+        return models
 
     # -- generation -----------------------------------------------------------------------
     def render(self, request: Request) -> str:
@@ -329,34 +443,59 @@ class OpenAIEngine:
 
     async def _send(self, request: Request) -> Completion:
         path, body = self.request_body(request)
-        attempt = 0
+        attempt = malformed = 0
         while True:
             replica = await self.pool.acquire()
-            failure = None
-            try:
-                response = await self._client.post(replica.url + path, json=body)
-            except httpx.TransportError as exc:  # refused, reset, timed out
-                failure = _describe(exc)
-            except BaseException:
-                self.pool.release(replica)
-                raise
-            else:
-                completion = _completion(response) if response.status_code == 200 else None
-                if completion is not None:
-                    self.pool.release(replica)
-                    return completion
-                if response.status_code not in RETRY_STATUS | {200}:
-                    self.pool.release(replica)
-                    raise SigenError(
-                        f"{public_url(replica.url)} rejected a request with HTTP "
-                        f"{response.status_code}: {error_message(response)}")
-                failure = (f"HTTP {response.status_code}: {error_message(response)[:200]}"
-                           if response.status_code != 200 else "a reply without a completion")
-            self.pool.release(replica, failure)
+            outcome = await self._attempt(replica, path, body)
+            if isinstance(outcome, Completion):
+                return outcome
+            if isinstance(outcome, MalformedReply):
+                malformed += 1
+                what = (f"{public_url(replica.url)} answered {urlsplit(replica.url).path}{path} "
+                        f"with something that is not a completion ({outcome.reason}): "
+                        f"{self._server_text(outcome.start)}")
+                if malformed >= MALFORMED_TRIES:
+                    raise SigenError(f"{what}, {malformed} times in a row. {CHECK_BASE_URL}, "
+                                     "and that no proxy in between changes its replies")
+                if not self._malformed_told:
+                    self._malformed_told = True
+                    self.options.log(f"{what}; trying again (a proxy's hiccup?)")
             self.retried += 1
             self.pool.check_outage()
             await asyncio.sleep(backoff_seconds(attempt, self._rng))
             attempt += 1
+
+    async def _attempt(self, replica: Replica, path: str, body: dict
+                       ) -> Completion | MalformedReply | str:
+        """One try of a request on `replica`: the completion; or a reply that is not one; or
+        why the server failed (retried as an outage would be). Raises what retrying cannot
+        fix."""
+        try:
+            response = await self._client.post(replica.url + path, json=body)
+            if response.status_code == 200:
+                completion = completion_of(response)
+        except httpx.TransportError as exc:  # refused, reset, timed out
+            failure = self._server_text(_describe(exc))
+            self.pool.release(replica, failure)
+            return failure
+        except (MalformedReply, httpx.DecodingError) as exc:
+            self.pool.release(replica)  # it answered: a protocol problem, not an outage
+            return exc if isinstance(exc, MalformedReply) else _undecodable(exc)
+        except BaseException:
+            self.pool.release(replica)
+            raise
+        status = response.status_code
+        if status == 200:
+            self.pool.release(replica)
+            return completion
+        message = self._server_text(error_message(response))
+        if status not in RETRY_STATUS:
+            self.pool.release(replica)
+            raise SigenError(f"{public_url(replica.url)} rejected a request with HTTP "
+                             f"{status}: {message}")
+        failure = f"HTTP {status}: {message[:200]}"
+        self.pool.release(replica, failure)
+        return failure
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _run(self, coroutine):
@@ -437,18 +576,6 @@ def _describe(exc: httpx.TransportError) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
-def _completion(response: httpx.Response) -> Completion | None:
-    """The completion in a reply of either endpoint; None when the reply holds none."""
-    try:
-        data = response.json()
-        choice = data["choices"][0]
-        text = choice["message"]["content"] if "message" in choice else choice["text"]
-        usage = data.get("usage") or {}
-        return Completion(
-            text=text or "",
-            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-        )
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return None
+def _undecodable(exc: httpx.DecodingError) -> MalformedReply:
+    """A reply whose body httpx could not decode (a Content-Encoding it does not match)."""
+    return MalformedReply("a body that cannot be decoded", repr(str(exc)[:QUOTED_CHARS]))
