@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 POOLS = REPO.parent / "shared" / "bench"
 sys.path.insert(0, str(REPO))
 
-from selfinstruct_local.contamination import ngrams  # noqa: E402
+from selfinstruct_local.quality.contamination import ngrams  # noqa: E402
 
 
 def load_pool(name: str) -> list[str]:

@@ -45,13 +45,13 @@ from selfinstruct_local.engines.base import EngineOptions, Request  # noqa: E402
 from selfinstruct_local.engines.gpus import count_gpus  # noqa: E402
 from selfinstruct_local.engines.openai import OpenAIEngine, parse_base_urls  # noqa: E402
 from selfinstruct_local.engines.server import ManagedServer  # noqa: E402
-from selfinstruct_local.models import ensure_weights, load_registry  # noqa: E402
-from selfinstruct_local.pipeline.bootstrap import (  # noqa: E402
+from selfinstruct_local.methods.self_instruct import (  # noqa: E402
     build_bootstrap_request,
+    build_classify_request,  # noqa: E402
+    build_instances_request,  # noqa: E402
     sample_prompt_tasks,
 )
-from selfinstruct_local.pipeline.classify import build_classify_request  # noqa: E402
-from selfinstruct_local.pipeline.instances import build_instances_request  # noqa: E402
+from selfinstruct_local.models import ensure_weights, load_registry  # noqa: E402
 from selfinstruct_local.prompts import load_prompts  # noqa: E402
 from selfinstruct_local.seeds import default_seed_path, load_seed_tasks  # noqa: E402
 

@@ -34,7 +34,7 @@ from selfinstruct_local.dedup import NearDupIndex  # noqa: E402
 from selfinstruct_local.engines.base import Completion, EngineStats, Request  # noqa: E402
 from selfinstruct_local.engines.stream import BatchStream  # noqa: E402
 from selfinstruct_local.methods import load_method  # noqa: E402
-from selfinstruct_local.pipeline.instances import few_shot_texts  # noqa: E402
+from selfinstruct_local.methods.self_instruct import few_shot_texts  # noqa: E402
 from selfinstruct_local.pipeline.loop import Loop  # noqa: E402
 from selfinstruct_local.pipeline.stages import Context  # noqa: E402
 from selfinstruct_local.pipeline.state import RunState  # noqa: E402

@@ -22,11 +22,11 @@ sys.path.insert(0, str(ROOT))
 
 from selfinstruct_local.corpus import load_corpus  # noqa: E402
 from selfinstruct_local.engines import EngineOptions, load_engine  # noqa: E402
-from selfinstruct_local.models import ensure_weights, load_registry  # noqa: E402
-from selfinstruct_local.pipeline.alpaca_grounded import (  # noqa: E402
+from selfinstruct_local.methods.alpaca_grounded import (  # noqa: E402
     build_alpaca_grounded_request,
     tasks_per_request,
 )
+from selfinstruct_local.models import ensure_weights, load_registry  # noqa: E402
 from selfinstruct_local.prompts import load_prompts  # noqa: E402
 
 CORPORA = {"zh": ROOT / "tests/fixtures/corpus_zh", "en": ROOT / "tests/fixtures/corpus_en"}

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from selfinstruct_local.config import METHODS, RunConfig
+from selfinstruct_local.config import DEFAULT_NUM_INSTRUCTIONS, RunConfig
 from selfinstruct_local.errors import SigenError
 
 app = typer.Typer(
@@ -48,6 +49,24 @@ ModelsFile = Annotated[
     typer.Option("--models-file", help="Model registry to use instead of the project's models.yaml "
                  "(also: $SIGEN_MODELS_FILE).", dir_okay=False),
 ]
+
+
+def _method_help() -> str:
+    from selfinstruct_local.methods import METHODS
+
+    return " ".join(f"{m.name}: {m.summary}." for m in METHODS.values())
+
+
+def _tokens_help() -> str:
+    from selfinstruct_local.methods import METHODS
+
+    parts = []
+    for m in METHODS.values():
+        parts.append(f"{m.source_tokens} ({m.name})")
+        if m.grounded_tokens:
+            parts.append(f"{m.grounded_tokens} per task ({m.name} on a --corpus)")
+    return ("Token limit per source request (a Self-Instruct list, an Alpaca batch, a task "
+            f"about a passage). Default: {', '.join(parts)}.")
 
 
 @app.command()
@@ -85,10 +104,7 @@ def run(
         "(refused, timed out, HTTP 429/5xx, retried meanwhile) after which the run stops as "
         "after a Ctrl-C, to be resumed by the same command. One answer may take up to 15 "
         "minutes (or this, if longer). Default: 600.")] = None,
-    method: Annotated[str, typer.Option(
-        help="self-instruct: bootstrap, classify, then instances, in rounds (Wang et al.). "
-        "alpaca: one prompt asks for 20 complete tasks at a time (Taori et al.).")
-    ] = "self-instruct",
+    method: Annotated[str, typer.Option(help=_method_help())] = "self-instruct",
     lang: Annotated[str, typer.Option(help="Language of prompts, seeds and filters.")] = "en",
     seeds: Annotated[Path | None, typer.Option(
         help="Seed tasks in the Self-Instruct JSONL format (id, name, instruction, instances, "
@@ -97,7 +113,8 @@ def run(
     num_instructions: Annotated[int | None, typer.Option(
         "--num-instructions", "-n", min=1, show_default=False,
         help="Stop when this many new instructions (each with instances) are accepted. "
-        "Default: 20; with --resume, the run's own target (a larger -n extends it).")] = None,
+        f"Default: {DEFAULT_NUM_INSTRUCTIONS}; when continuing a run, its own target (a larger "
+        "-n extends it).")] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Run directory; running again with the same directory "
         "resumes it. Default: the newest run under ./runs started with the same settings "
@@ -131,10 +148,7 @@ def run(
     top_p: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Nucleus sampling for new instructions. Default: models.yaml.")
     ] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(
-        min=16, help="Token limit per bootstrapping (or Alpaca) completion. "
-        "Default: 512 (Self-Instruct), 1536 (Alpaca), 128 (one task about a --corpus "
-        "passage), 200 per task (Alpaca on a --corpus).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=16, help=_tokens_help())] = None,
     corpus: Annotated[Path | None, typer.Option(
         help="Ground generation in your own texts: a UTF-8/GBK .txt file or a folder of them. "
         "Self-Instruct: each prompt carries one passage and asks for one task of a given kind "
@@ -172,21 +186,20 @@ def run(
     from selfinstruct_local.progress import make_reporter
     from selfinstruct_local.run import execute_run
 
-    if method not in METHODS:
-        raise SigenError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     if resume is not None:
-        config = _config_from_run(resume)
-        config.num_instructions = max(config.num_instructions, num_instructions or 0)
-        # Where the servers are can change between two tries (a job on other nodes).
-        config.base_url = base_url or config.base_url
-        config.judge = judge or config.judge
+        saved = _config_from_run(resume)
+        config = replace(
+            saved, output=resume,
+            num_instructions=max(saved.num_instructions or 0, num_instructions or 0) or None,
+            # Where the servers are can change between two tries (a job on other nodes), and
+            # their credentials are never saved.
+            base_url=base_url or saved.base_url, judge=judge or saved.judge)
     else:
         config = RunConfig(
             model=model, models_file=models_file, engine=engine, gpus=gpus,
             tensor_parallel=tensor_parallel, base_url=base_url, concurrency=concurrency,
-            server_timeout=server_timeout, method=method,
-            lang=lang, seeds=seeds, num_instructions=num_instructions or 20, output=output,
-            seed=seed,
+            server_timeout=server_timeout, method=method, lang=lang, seeds=seeds,
+            num_instructions=num_instructions, output=output, seed=seed,
             batch_size=batch_size, max_rounds=max_rounds, temperature=temperature, top_p=top_p,
             max_new_tokens=max_new_tokens, corpus=corpus, passage_chars=passage_chars,
             chapters=chapters, kinds=kinds, max_repeats=max_repeats, judge=judge,
@@ -201,18 +214,12 @@ def run(
 
 
 def _config_from_run(directory: Path) -> RunConfig:
-    from selfinstruct_local.runstore import MANIFEST, RunStore
+    from selfinstruct_local.runstore import read_previous_manifest
 
-    manifest = RunStore(directory).read_json(MANIFEST)
-    if not manifest or "config" not in manifest:
+    manifest = read_previous_manifest(directory)
+    if manifest is None:
         raise SigenError(f"{directory} has no manifest.json; it is not a sigen run directory")
-    saved = manifest["config"]
-    known = {k: v for k, v in saved.items() if k in RunConfig.field_names()}
-    for key in ("models_file", "seeds", "output", "corpus"):
-        if known.get(key):
-            known[key] = Path(known[key])
-    known["output"] = directory
-    return RunConfig(**known)
+    return RunConfig.from_json(manifest["config"], where=directory / "manifest.json")
 
 
 @app.command()
@@ -378,8 +385,8 @@ def judge(
 ) -> None:
     """Rate every task of a run 1-5 with a local model (resumable); writes DIR/scores.jsonl.
     `sigen stats` shows the scores, `sigen export --min-score` selects by them."""
-    from selfinstruct_local.judging import JudgeSettings, judge_run
     from selfinstruct_local.progress import LogReporter, Reporter
+    from selfinstruct_local.quality.judging import JudgeSettings, judge_run
 
     settings = JudgeSettings(
         model=model, models_file=models_file, engine=engine, gpus=gpus,
@@ -420,7 +427,7 @@ def decontaminate(
 ) -> None:
     """Flag tasks that share an n-gram with benchmark items; writes DIR/contamination.jsonl.
     `sigen export` leaves flagged tasks out."""
-    from selfinstruct_local.contamination import decontaminate_run
+    from selfinstruct_local.quality.contamination import decontaminate_run
 
     started = time.perf_counter()
     meta = decontaminate_run(run_dir, against, field or (), n_words=n, n_chars=n_chars,

@@ -1,4 +1,8 @@
-"""One RunConfig for `sigen run`: its defaults, and the fields that decide whether a resume fits."""
+"""What `sigen run` was asked to do (RunConfig), and the fields that decide whether a resume fits.
+
+A RunConfig is frozen: the command line builds it once; `plan.resolve_plan` works out every
+default from it into a Plan, whose own resolved RunConfig is what the manifest saves.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
+from selfinstruct_local.errors import SigenError
 from selfinstruct_local.runstore import MANIFEST
 
-METHODS = ("self-instruct", "alpaca")
+DEFAULT_NUM_INSTRUCTIONS = 20
 
 # Changing any of these mid-run would mix two different datasets in one directory.
 RESUME_KEYS = ("model", "method", "lang", "seeds", "seeds_sha256", "corpus", "passage_chars",
@@ -19,7 +24,7 @@ RESUME_KEYS = ("model", "method", "lang", "seeds", "seeds_sha256", "corpus", "pa
 DERIVED_KEYS = ("passage_chars",)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     model: str | None = None  # registry name or checkpoint path; None = the registry's default
     models_file: Path | None = None
@@ -33,14 +38,15 @@ class RunConfig:
     lang: str = "en"
     seeds: Path | None = None  # None: the built-in seed set for `lang`
     seeds_sha256: str = ""
-    num_instructions: int = 100
+    # None: DEFAULT_NUM_INSTRUCTIONS, or on resume the run's own target
+    num_instructions: int | None = None
     output: Path | None = None
     seed: int = 42
-    batch_size: int | None = None  # prompts per round; None: see run.default_batch_size
+    batch_size: int | None = None  # source requests per round; None: engines.setup's default
     max_rounds: int | None = None  # None: keep going until num_instructions (with a stall guard)
     temperature: float | None = None  # None: the model's default from models.yaml
     top_p: float | None = None
-    max_new_tokens: int | None = None  # for bootstrapping; None: a stage default
+    max_new_tokens: int | None = None  # for the source request; None: the method's default
     corpus: Path | None = None  # ground generation in these texts (a file or a folder)
     passage_chars: int | None = None  # passage length; None: from the model's context length
     chapters: str | None = None  # passages only from these chapters ("81-120"); None: all
@@ -56,6 +62,40 @@ class RunConfig:
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
+    @classmethod
+    def from_json(cls, saved: dict, where: Path | str = "manifest.json") -> RunConfig:
+        """A configuration saved by `to_json` (keys of other versions are left out); a value
+        of the wrong JSON type is an error naming the file and the key."""
+        known = {k: v for k, v in saved.items() if k in cls.field_names()}
+        for key, value in known.items():
+            allowed = _JSON_TYPES[key]
+            if value is None and key not in _REQUIRED or (
+                    value is not None and isinstance(value, allowed)
+                    and not (isinstance(value, bool) and bool not in allowed)):
+                continue
+            raise SigenError(f"{where}: config.{key} is {json.dumps(value)[:60]}, which is "
+                             f"not {' or '.join(_TYPE_WORDS[t] for t in allowed)}; the run "
+                             "directory is damaged. Restore the file, or start a new run with "
+                             "another --output.")
+        for key in ("models_file", "seeds", "output", "corpus"):
+            if known.get(key):
+                known[key] = Path(known[key])
+        return cls(**known)
+
+
+# The JSON types a saved configuration may hold per field (None is allowed unless required).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    **{name: (str,) for name in ("model", "models_file", "engine", "base_url", "method", "lang",
+                                 "seeds", "seeds_sha256", "output", "corpus", "chapters",
+                                 "kinds")},
+    **{name: (int,) for name in ("gpus", "tensor_parallel", "concurrency", "num_instructions",
+                                 "seed", "batch_size", "max_rounds", "max_new_tokens",
+                                 "passage_chars", "max_repeats")},
+    **{name: (int, float) for name in ("server_timeout", "temperature", "top_p")},
+    "judge": (bool,),
+}
+_TYPE_WORDS = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+_REQUIRED = ("engine", "method", "lang", "seed", "judge")
 
 RUNS_DIR = Path("runs")
 
@@ -64,12 +104,11 @@ def default_output_dir() -> Path:
     return RUNS_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def inherit_derived(config: RunConfig, previous: dict) -> None:
-    """Fill the settings left unset from the run being continued (see DERIVED_KEYS)."""
-    old = previous.get("config", {})
-    for key in DERIVED_KEYS:
-        if getattr(config, key) is None and old.get(key) is not None:
-            setattr(config, key, old[key])
+def derived_from(config: RunConfig, previous: dict) -> dict:
+    """The settings left unset that the run being continued worked out (see DERIVED_KEYS)."""
+    old = previous.get("config") or {}
+    return {key: old[key] for key in DERIVED_KEYS
+            if getattr(config, key) is None and old.get(key) is not None}
 
 
 def config_differences(old: dict, config: RunConfig, keys: tuple[str, ...] = RESUME_KEYS
@@ -94,6 +133,6 @@ def latest_run_like(config: RunConfig, runs_dir: Path = RUNS_DIR) -> Path | None
             old = json.loads((run / MANIFEST).read_text(encoding="utf-8")).get("config") or {}
         except (OSError, ValueError, AttributeError):
             continue
-        if not config_differences(old, config, (*RESUME_KEYS, "seed")):
+        if isinstance(old, dict) and not config_differences(old, config, (*RESUME_KEYS, "seed")):
             return run
     return None

@@ -40,6 +40,9 @@ from selfinstruct_local.text import is_cjk_char
 # Defaults by script: 600 Chinese characters is a long paragraph or two, about as much text as
 # 1,500 characters of English; both leave room for the rest of a prompt on a 2k-token model.
 CJK_MAX_CHARS, LATIN_MAX_CHARS = 600, 1500
+# A passage is at most this fraction of the model's context (1/6), in tokens: it appears in a
+# task prompt and again in the answer prompt, with the answer (the plan sizes passages with it).
+PASSAGE_SHARE = 6
 CJK_SHARE = 0.3  # a file whose non-space characters are at least this share CJK is CJK-heavy
 
 _ZH_NUM = "[0-9０-９一二三四五六七八九十百千零〇两壹贰叁肆伍陆柒捌玖拾佰]+"

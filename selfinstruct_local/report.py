@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.quality import contamination_summary, judge_summary, task_ids
+from selfinstruct_local.quality.gate import contamination_summary, judge_summary, task_ids
 from selfinstruct_local.runstore import (
     INSTANCES,
     INSTRUCTIONS,

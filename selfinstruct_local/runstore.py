@@ -70,8 +70,19 @@ class RunStore:
         self.clock = clock
         self._buffer: dict[str, list[str]] = {}
         self._oldest: float | None = None  # when the oldest buffered row was appended
-        with writing(self.root):
-            self.root.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def open(cls, root: Path, group_commit: bool = False) -> RunStore:
+        """A store for writing, its folder created if needed (readers use the constructor,
+        which creates nothing)."""
+        root = Path(root)
+        try:
+            with writing(root):
+                root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SigenError(f"cannot create the run directory {root}: {exc.strerror}. Pass an "
+                             "--output in a folder you can write to.") from None
+        return cls(root, group_commit)
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -116,39 +127,47 @@ class RunStore:
     def read(
         self, name: str, warn: Callable[[str], None] = print, repair: bool = True
     ) -> list[dict]:
-        """All rows of a JSONL file; a torn last line is dropped.
+        """All rows of a JSONL file. A last line without its newline that is not a JSON object
+        is a write cut short (torn): it is skipped with a warning. Any other line that is not a
+        JSON object is an error naming file:line, whatever its position.
 
-        With `repair` (the writer's view, on resume) the torn line is also cut from the file;
+        With `repair` (the writer's view, on resume) the file is also mended (see `repair`);
         without it (readers such as `sigen stats`, maybe while a run is writing) nothing changes.
         """
         path = self.path(name)
         if not path.exists():
             return []
-        data = path.read_bytes()
         rows: list[dict] = []
-        good_end = 0
-        for lineno, raw in enumerate(data.splitlines(keepends=True), start=1):
-            complete = raw.endswith(b"\n")
-            try:
-                row = json.loads(raw)
-                if not isinstance(row, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                if good_end + len(raw) == len(data):  # the last line: a write cut short
+        for lineno, raw in enumerate(path.read_bytes().splitlines(keepends=True), start=1):
+            row = _parse_row(raw)
+            if row is None:
+                if not raw.endswith(b"\n"):  # the last line, cut short by a kill
                     warn(f"{path}:{lineno}: dropping a torn last line left by an interrupted write")
-                    if repair:
-                        self._truncate(path, good_end)
-                    return rows
+                    break
                 raise SigenError(
                     f"{path}:{lineno}: not a JSON object; the run directory is damaged. "
-                    "Remove or fix that line, or start a new run with another --output."
-                ) from None
-            if not complete and repair:  # valid JSON, no newline: complete it for later appends
-                with writing(path), open(path, "ab") as handle:
-                    handle.write(b"\n")
+                    "Remove or fix that line, or start a new run with another --output.")
             rows.append(row)
-            good_end += len(raw)
+        if repair:
+            self.repair(name)
         return rows
+
+    def repair(self, name: str) -> None:
+        """Mend what a kill leaves at the end of a file being appended to: a torn last line
+        (no newline, not a JSON object) is cut off; a complete last row without its newline
+        gets one, so that later appends start on a line of their own."""
+        path = self.path(name)
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        if _parse_row(data[start:]) is None:
+            self._truncate(path, start)
+        else:
+            with writing(path), open(path, "ab") as handle:
+                handle.write(b"\n")
 
     @staticmethod
     def _truncate(path: Path, size: int) -> None:
@@ -178,6 +197,14 @@ class RunStore:
             raise SigenError(f"{path}: not valid JSON; the run directory is damaged") from None
 
 
+def _parse_row(raw: bytes) -> dict | None:
+    try:
+        row = json.loads(raw)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
+
+
 def write_atomic(target: Path, data: bytes) -> None:
     """Replace `target` with `data`: write a temporary sibling, fsync, rename.
 
@@ -199,3 +226,84 @@ def _write_atomic(target: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# -- the run directory as a target of `sigen run` --------------------------------------------
+# Every file a run writes. A folder holding anything else was not written by sigen run.
+RUN_FILES = frozenset({
+    INSTRUCTIONS, INSTANCES, REJECTED, PENDING, MANIFEST, DATA, "scores.jsonl",
+    "contamination.jsonl", "contamination.json", "engine.log", ".sigen.lock", "report.md",
+})
+
+
+def check_output_dir(root: Path) -> None:
+    """Refuse, before anything is written, a --output that cannot be a run directory: a file,
+    a path under a file, or a folder holding files that no sigen run wrote."""
+    root = Path(root)
+    for parent in (root, *root.parents):
+        if parent.exists() and not parent.is_dir():
+            what = "is a file" if parent == root else f"is under {parent}, which is a file"
+            raise SigenError(f"--output {root} {what}; a run directory is a folder. Pass a new "
+                             "or empty folder.")
+    if not root.is_dir():
+        return
+    try:
+        names = {p.name for p in root.iterdir()}
+    except OSError as exc:
+        raise SigenError(f"cannot read the folder {root}: {exc.strerror}") from None
+    foreign = sorted(n for n in names if n not in RUN_FILES and not _sigen_temporary(n))
+    if MANIFEST not in names and names & {INSTRUCTIONS, INSTANCES, REJECTED, PENDING}:
+        foreign = sorted(names & {INSTRUCTIONS, INSTANCES, REJECTED, PENDING}) + foreign
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise SigenError(f"--output {root} holds files that no sigen run wrote ({shown}); "
+                         "sigen writes only into a new or empty folder or a run of its own. "
+                         "Pass another --output.")
+
+
+def _sigen_temporary(name: str) -> bool:
+    """A temporary sibling of an atomic write (`.manifest.json.xxxx`) left by a kill."""
+    return name.startswith(".") and any(name.startswith(f".{n}.") for n in RUN_FILES)
+
+
+def read_previous_manifest(root: Path) -> dict | None:
+    """The manifest of the run in `root` (None when there is none yet), checked enough to
+    continue from: a JSON object whose config is an object and whose counts are numbers."""
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise SigenError(f"{path}: not valid JSON ({exc}); the run directory is damaged. "
+                         "Restore the file, or start a new run with another --output.") from None
+    problem = manifest_problem(manifest)
+    if problem:
+        raise SigenError(f"{path}: {problem}; the run directory is damaged. Restore the file, "
+                         "or start a new run with another --output.")
+    return manifest
+
+
+# Manifest sections and the JSON type each must have when present.
+_MANIFEST_TYPES = {"config": dict, "counts": dict, "status": str, "corpus": dict,
+                   "tokens": dict, "rejected_by_reason": dict, "summary": dict}
+
+
+def manifest_problem(manifest: object) -> str | None:
+    """What is wrong with a manifest's shape, in words; None when nothing is."""
+    if not isinstance(manifest, dict):
+        return f"not a JSON object but a {_json_type(manifest)}"
+    if not isinstance(manifest.get("config"), dict):
+        return "it has no 'config' object"
+    for key, kind in _MANIFEST_TYPES.items():
+        if key in manifest and not isinstance(manifest[key], kind):
+            return f"'{key}' is a {_json_type(manifest[key])}, not a {_json_type(kind())}"
+    for key, value in (manifest.get("counts") or {}).items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f"counts.{key} is a {_json_type(value)}, not a number"
+    return None
+
+
+def _json_type(value: object) -> str:
+    return {dict: "JSON object", list: "JSON list", str: "string", bool: "boolean",
+            int: "number", float: "number", type(None): "null"}.get(type(value), "value")

@@ -32,6 +32,7 @@ class Task:
     is_classification: bool | None = None
     name: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+    line: int = field(default=0, compare=False)  # where it is in its file (1-based)
 
 
 def default_seed_path(lang: str) -> Path:
@@ -108,4 +109,41 @@ def _parse_line(path: Path, lineno: int, line: str) -> Task:
         instruction=instruction.strip(),
         instances=tuple(instances),
         is_classification=is_cls,
+        line=lineno,
     )
+
+
+# No token of a real tokenizer spans more characters than this: a text of more characters than
+# this many times the limit is too long without being tokenized (a 50 MB line would take minutes).
+MAX_CHARS_PER_TOKEN = 16
+
+
+def check_seed_lengths(tasks: tuple[Task, ...] | list[Task], path: Path,
+                       tokenizer_dir: Path | None, max_tokens: int) -> None:
+    """Refuse a seed task (instruction, input and output) longer than `max_tokens` of the
+    model's tokenizer: a prompt shows it beside other tasks and must leave room for the reply,
+    and a prompt over the model's context fails every request it is in. Without a checkpoint
+    here (a model only a server has), the character bound alone is checked."""
+    count = _token_counter(tokenizer_dir)
+    for task in tasks:
+        text = "\n".join([task.instruction, *(f"{i.input}\n{i.output}" for i in task.instances)])
+        if len(text) > MAX_CHARS_PER_TOKEN * max_tokens:
+            tokens = f"over {max_tokens:,}"
+        elif count is not None and (n := count(text)) > max_tokens:
+            tokens = f"{n:,}"
+        else:
+            continue
+        raise SigenError(
+            f"{path}:{task.line}: seed task {task.id!r} is {tokens} tokens long ({len(text):,} "
+            f"characters); a seed task must stay within {max_tokens:,} tokens, half the model's "
+            "context, to fit in a prompt beside others with room for the reply. Shorten it or "
+            "remove it.")
+
+
+def _token_counter(tokenizer_dir: Path | None):
+    if tokenizer_dir is None:
+        return None
+    from transformers import AutoTokenizer  # heavy; only with a checkpoint on this machine
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -13,18 +13,12 @@ from __future__ import annotations
 import random
 
 from selfinstruct_local.config import RunConfig
-from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines.base import Completion, EngineStats, Request
-from selfinstruct_local.methods import load_method
-from selfinstruct_local.pipeline.instances import few_shot_texts
-from selfinstruct_local.pipeline.judge import TaskJudge
+from selfinstruct_local.engines.stream import BatchStream
 from selfinstruct_local.pipeline.loop import Loop
-from selfinstruct_local.pipeline.stages import Context
-from selfinstruct_local.pipeline.state import load_state
-from selfinstruct_local.prompts import load_prompts
-from selfinstruct_local.quality import unjudged_tasks
-from selfinstruct_local.runstore import RunStore
-from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
+from selfinstruct_local.plan import resolve_plan
+from selfinstruct_local.progress import Reporter
+from selfinstruct_local.run import begin, make_loop, open_run
 
 VERBS = ["Summarize", "Explain", "Compare", "Translate", "Rewrite", "Classify", "List",
          "Describe", "Outline", "Critique", "Simplify", "Extend"]
@@ -53,13 +47,23 @@ class ScriptedEngine:
     def answer(self, request: Request) -> Completion:
         rng = random.Random(request.seed)
         prefix = request.assistant_prefix
-        if prefix.startswith("Task "):
+        if "\nInstruction:" in prefix:  # Alpaca: a list of complete tasks
+            return self.alpaca(rng, request)
+        if prefix.startswith("Task ") and prefix.rstrip(":").split()[1].isdigit():
             start = int(prefix.split()[1].rstrip(":"))
             if self.same:
                 rng = random.Random(0)
             lines = [self.instruction(rng)]
             lines += [f"Task {k}: {self.instruction(rng)}" for k in range(start + 1, 11)]
             return Completion(" " + "\n".join(lines) + "\n", "stop", 400, 60)
+        if prefix == "Task:":  # one task about a passage
+            if rng.random() < self.fail:
+                return Completion(" Summarize", "stop", 300, 2)  # too short
+            return Completion(f" {self.instruction(rng)}", "stop", 300, 14)
+        if prefix == "Output:":  # the answer about a passage
+            if rng.random() < self.fail:
+                return Completion("", "stop", 300, 0)
+            return Completion(f" {self.answer_text(rng)}", "stop", 300, 20)
         if prefix.startswith("Score:"):  # the judge; `fail` of its replies hold no score
             if rng.random() < self.fail:
                 return Completion(" I am not sure how to rate this.", "stop", 300, 9)
@@ -75,6 +79,38 @@ class ScriptedEngine:
         return Completion(f"Input: A paragraph about {topic}.\nOutput: {topic.title()} are "
                           f"explained here in {rng.randint(2, 9)} plain sentences.\n",
                           "stop", 300, 20)
+
+    def alpaca(self, rng: random.Random, request: Request) -> Completion:
+        """Alpaca's reply after "Task N\nInstruction:" (or, about a passage, after a lead
+        task's "Output:"): complete tasks until the one the stop string names."""
+        header = request.assistant_prefix.split("\n")[0]
+        number = int(header.split()[1])
+        last = int(request.stop[0].split()[1]) - 1
+        grounded = request.prompt.startswith("Passage:")
+        parts = []
+        if request.assistant_prefix.endswith("Output:"):  # a lead task, answered here
+            parts.append(f" {self.answer_text(rng)}\n\n")
+            number += 1
+        else:
+            parts.append(" ")
+        first = True
+        while number <= last:
+            head = "" if first and not parts[-1].endswith("\n\n") else \
+                f"Task {number}\nInstruction: "
+            first = False
+            body = f"{self.instruction(rng)}\n"
+            if not grounded:
+                body += f"Input: {rng.choice(['<none>', 'A note about ' + rng.choice(ABOUT)])}\n"
+            output = "" if rng.random() < self.fail else self.answer_text(rng)
+            parts.append(f"{head}{body}Output: {output}\n\n")
+            number += 1
+        return Completion("".join(parts).rstrip() + "\n", "stop", 500, 40 * len(parts))
+
+    @staticmethod
+    def answer_text(rng: random.Random) -> str:
+        topic = rng.choice(ABOUT)
+        return (f"{topic.title()} matter here because {rng.choice(FOR)} see them "
+                f"{rng.randint(2, 9)} times.")
 
     @staticmethod
     def instruction(rng: random.Random) -> str:
@@ -124,24 +160,17 @@ class ScriptedStream:
                         self.engine.generate([r for _, r in done]), strict=True))
 
 
-def scripted_loop(root, engine, stream=None, counts=None, judge=False, **config) -> Loop:
-    """A loop over a run directory, as `sigen run` builds it (resuming what `root` holds),
-    with `engine` in place of a model. `counts`: the last manifest's counters; `judge`: as
+def scripted_loop(root, engine, stream=None, judge=False, **config) -> Loop:
+    """A loop over a run directory, built by the code `sigen run` uses (resuming what `root`
+    holds, its manifest included), with `engine` in place of a model; `judge`: as
     `sigen run --judge`."""
-    config = RunConfig(**{"num_instructions": 20, "seed": 1, **config})
-    seeds = load_seed_tasks(default_seed_path(config.lang))
-    store = RunStore(root, group_commit=True)
-    index = NearDupIndex()
-    for task in seeds:
-        index.add(task.instruction)
-    state = load_state(store, index, counts, warn=lambda _m: None)
-    prompts = load_prompts(config.lang)
-    ctx = Context(config, prompts, seeds, state, store, index, examples=few_shot_texts(prompts))
-    from selfinstruct_local.engines.stream import BatchStream
-
-    batch = config.batch_size or 8
-    judging = {}
-    if judge:
-        judging = {"judge": TaskJudge(prompts, "scripted", 2048, config.seed),
-                   "unjudged": unjudged_tasks(store.root, "scripted")}
-    return Loop(ctx, load_method(ctx), stream or BatchStream(engine, batch), batch, **judging)
+    reporter = Reporter()
+    request = RunConfig(**{"num_instructions": 20, "seed": 1, "batch_size": 8, "output": root,
+                           "judge": judge, **config})
+    plan = resolve_plan(request, reporter)
+    run = open_run(plan, reporter)
+    assert run is not None, f"{root} is finished already"
+    loop = make_loop(plan, run, engine, stream or BatchStream(engine, plan.engine.batch_size),
+                     reporter)
+    begin(run, loop)
+    return loop

@@ -12,8 +12,8 @@ import pytest
 from selfinstruct_local.corpus import Passage
 from selfinstruct_local.engines import Completion, Request
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.pipeline.alpaca import parse_alpaca_tasks
-from selfinstruct_local.pipeline.alpaca_grounded import (
+from selfinstruct_local.methods.alpaca import parse_alpaca_tasks
+from selfinstruct_local.methods.alpaca_grounded import (
     CHAT_MARKUP_TOKENS,
     TASK_TOKENS,
     build_alpaca_grounded_request,

@@ -2,7 +2,12 @@
 
 import json
 
-from selfinstruct_local.config import RunConfig, inherit_derived, latest_run_like
+from dataclasses import replace
+
+import pytest
+
+from selfinstruct_local.config import RunConfig, derived_from, latest_run_like
+from selfinstruct_local.errors import SigenError
 
 
 def write_run(runs, name, status, **config):
@@ -40,9 +45,29 @@ def test_a_derived_default_matches_and_is_inherited(tmp_path):
     run = write_run(runs, "20261101-100000", "interrupted", corpus="hlm.txt", passage_chars=183)
     config = new_config(corpus="hlm.txt")  # --passage-chars not given: worked out by the run
     assert latest_run_like(config, runs) == run
-    inherit_derived(config, json.loads((run / "manifest.json").read_text()))
-    assert config.passage_chars == 183
+    inherited = derived_from(config, json.loads((run / "manifest.json").read_text()))
+    assert replace(config, **inherited).passage_chars == 183
     given = new_config(corpus="hlm.txt", passage_chars=300)  # given, and different: a new run
     assert latest_run_like(given, runs) is None
-    inherit_derived(given, {"config": {"passage_chars": 183}})
-    assert given.passage_chars == 300
+    assert derived_from(given, {"config": {"passage_chars": 183}}) == {}
+
+
+def test_a_configuration_is_frozen_and_read_back_as_saved():
+    config = new_config(corpus="hlm.txt", num_instructions=40, temperature=1)
+    with pytest.raises(AttributeError):
+        config.num_instructions = 50  # type: ignore[misc]
+    assert RunConfig.from_json(config.to_json()).to_json() == config.to_json()
+    later = {**config.to_json(), "from_a_later_version": 1}
+    assert RunConfig.from_json(later).to_json() == config.to_json()
+
+
+@pytest.mark.parametrize(("key", "value", "what"), [
+    ("num_instructions", "20", 'config.num_instructions is "20", which is not a whole number'),
+    ("judge", 1, "config.judge is 1, which is not true or false"),
+    ("seed", None, "config.seed is null, which is not a whole number"),
+    ("max_rounds", True, "config.max_rounds is true, which is not a whole number"),
+    ("model", ["a"], 'config.model is ["a"], which is not a string'),
+])
+def test_a_saved_value_of_the_wrong_type_is_an_error(key, value, what):
+    with pytest.raises(SigenError, match="manifest.json: " + what.replace("[", r"\[")):
+        RunConfig.from_json({**new_config().to_json(), key: value})

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from selfinstruct_local import contamination
-from selfinstruct_local.benchmarks import benchmark_files, read_items
-from selfinstruct_local.contamination import (
+from selfinstruct_local.errors import SigenError
+from selfinstruct_local.quality import contamination
+from selfinstruct_local.quality.benchmarks import benchmark_files, read_items
+from selfinstruct_local.quality.contamination import (
     TASK_FIELDS,
     BenchmarkIndex,
     decontaminate_run,
     fetch_items,
     find_overlaps,
 )
-from selfinstruct_local.errors import SigenError
-from selfinstruct_local.ngrams import hash_windows, ngrams, split_tokens
-from selfinstruct_local.quality import CONTAMINATION, task_ids
+from selfinstruct_local.quality.gate import CONTAMINATION, task_ids
+from selfinstruct_local.quality.ngrams import hash_windows, ngrams, split_tokens
 from tests.conftest import sigen
 from tests.quality_helpers import write_jsonl, write_run
 

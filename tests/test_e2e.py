@@ -11,7 +11,7 @@ import pytest
 from selfinstruct_local.corpus import load_corpus
 from selfinstruct_local.engines.vllm import FEW_CORES
 from selfinstruct_local.prompts import load_prompts
-from selfinstruct_local.quality import task_ids
+from selfinstruct_local.quality.gate import task_ids
 from tests.conftest import sigen
 
 CORPUS_ZH = Path(__file__).parent / "fixtures" / "corpus_zh"

@@ -8,10 +8,8 @@ import pytest
 
 from selfinstruct_local.corpus import Passage
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.pipeline.filters import filter_instances
-from selfinstruct_local.pipeline.grounded import (
+from selfinstruct_local.methods.grounded import (
     KINDS_PER_PASSAGE,
-    PassageIndexes,
     answer_copy_checks,
     assign_kinds,
     build_answer_request,
@@ -19,9 +17,9 @@ from selfinstruct_local.pipeline.grounded import (
     copies_kind,
     parse_answer,
     parse_grounded_task,
-    parse_kinds,
 )
-from selfinstruct_local.prompts import load_prompts
+from selfinstruct_local.pipeline.filters import filter_instances
+from selfinstruct_local.prompts import load_prompts, parse_kinds
 from selfinstruct_local.seeds import Instance
 
 PASSAGE = Passage(id="hlm-0001", source="hlm.txt", chapter="第一回", chapter_index=1,
@@ -48,11 +46,11 @@ def test_both_languages_have_the_same_kinds_and_generic_ones_among_them():
 
 
 @pytest.mark.parametrize(("spec", "kinds"), [
-    ("continuation,plot", ["plot", "continuation"]),  # in the file's order
-    ("plot", ["plot"]),
-    (" Inner-Voice，expansion、plot ,plot", ["plot", "expansion", "inner_voice"]),
+    ("continuation,plot", ("plot", "continuation")),  # in the file's order
+    ("plot", ("plot",)),
+    (" inner_voice，expansion、plot ", ("plot", "expansion", "inner_voice")),
     (",".join(reversed(list(load_prompts("zh").grounded_kinds))),
-     list(load_prompts("zh").grounded_kinds)),
+     tuple(load_prompts("zh").grounded_kinds)),
 ])
 def test_parse_kinds(spec, kinds):
     assert parse_kinds(load_prompts("zh"), spec) == kinds
@@ -61,7 +59,13 @@ def test_parse_kinds(spec, kinds):
 @pytest.mark.parametrize(("lang", "spec", "what"), [
     ("zh", "plot,story", "unknown kind 'story'"),
     ("en", "续写,sequel", "unknown kinds '续写', 'sequel'"),
-    ("en", " , ", "no kind given"),
+    ("en", " , ", "no kind given (leave --kinds out to ask for every kind)"),
+    ("en", "", "no kind given (leave --kinds out to ask for every kind)"),
+    ("en", "plot,,plot", "an empty name between commas"),
+    ("en", "plot,summary,plot", "'plot' given twice"),
+    ("en", "PLOT", "unknown kind 'PLOT' (did you mean 'plot'?)"),
+    ("en", "inner-voice,story", "unknown kinds 'inner-voice' (did you mean 'inner_voice'?), "
+     "'story'"),
 ])
 def test_unknown_kinds_list_the_known_ones(lang, spec, what):
     known = ", ".join(load_prompts(lang).grounded_kinds)
@@ -173,16 +177,6 @@ def test_answers_that_loop_or_copy_the_passage_are_dropped():
     assert kept
 
 
-def test_same_question_about_different_passages_is_kept():
-    indexes = PassageIndexes()
-    question = "这段文字里谁最着急？为什么？"
-    assert indexes["p1"].check_and_add(question).kept
-    assert indexes["p2"].check_and_add(question).kept  # another passage: kept
-    assert not indexes["p1"].check_and_add(question).kept  # same passage: a duplicate
-    assert indexes["p1"].check_and_add("概括这段文字的主要内容。").kept
-    assert len(indexes["p1"]) == 2 and len(indexes) == 2
-
-
 # -- screening, with the real methods, index and run store ------------------------------------
 def screening(tmp_path, lang="zh"):
     """A screen function over a real context: (candidates, carried) -> accepted rows."""
@@ -192,19 +186,24 @@ def screening(tmp_path, lang="zh"):
     from selfinstruct_local.pipeline.screen import screen
     from selfinstruct_local.pipeline.stages import Context
     from selfinstruct_local.pipeline.state import RunState
+    from selfinstruct_local.plan import CorpusPlan
     from selfinstruct_local.runstore import RunStore
     from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
 
-    seeds = load_seed_tasks(default_seed_path(lang))
+    seeds = tuple(load_seed_tasks(default_seed_path(lang)))
     index = NearDupIndex()
     for task in seeds:
         index.add(task.instruction)
     config = RunConfig(lang=lang, num_instructions=100)
+    corpus = CorpusPlan(tmp_path / "t.txt", (PASSAGE,), tuple(load_prompts(lang).grounded_kinds),
+                        max_repeats=3, passage_chars=600, record={})
     # Screening makes no engine call: the engine is not needed for this step.
-    ctx = Context(config, load_prompts(lang), seeds, RunState(), RunStore(tmp_path), index)
+    ctx = Context(config, load_prompts(lang), seeds, RunState(), RunStore(tmp_path), index,
+                  corpus=corpus)
+    methods = {True: grounded.method(ctx), False: self_instruct.method(ctx)}
 
     def accept(candidates, carried=None):
-        method = (grounded if carried else self_instruct).method(ctx)
+        method = methods[bool(carried)]
         rows = [screen(ctx, method, {"instruction": text, **(carried[k] if carried else {})}, 1)
                 for k, text in enumerate(candidates)]
         ctx.store.append("rejected.jsonl", [r for r in rows if "reason" in r])
@@ -232,6 +231,18 @@ def test_a_verbatim_repeat_about_the_same_passage_is_rejected(tmp_path):
     assert [r["reason"] for r in rejected] == ["near_duplicate", "copied_prompt"]
     assert rejected[0]["most_similar"][0] == {"instruction": question, "score": 1.0}
     assert ctx.state.reject_reasons == Counter(near_duplicate=1, copied_prompt=1)
+
+
+def test_same_question_about_different_passages_is_kept(tmp_path):
+    ctx, accept = screening(tmp_path)
+    question = "这段文字里谁最着急？为什么？"
+    kept = accept([question, question, question, "概括这段文字的主要内容。"],
+                  [grounded_payload("p1"), grounded_payload("p2"), grounded_payload("p1"),
+                   grounded_payload("p1", "summary")])
+    # Another passage: kept; the same passage again: a near-duplicate.
+    assert [(r["instruction"], r["passage"]["id"]) for r in kept] == [
+        (question, "p1"), (question, "p2"), ("概括这段文字的主要内容。", "p1")]
+    assert [r["reason"] for r in ctx.store.read("rejected.jsonl")] == ["near_duplicate"]
 
 
 def test_chinese_near_duplicates_of_the_pool_are_rejected(tmp_path):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from selfinstruct_local.quality import SCORES
+from selfinstruct_local.quality.gate import SCORES
 from tests.conftest import REPO, sigen
 from tests.quality_helpers import write_jsonl, write_run
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from selfinstruct_local.quality import SCORES
+from selfinstruct_local.quality.gate import SCORES
 from tests.conftest import sigen
 from tests.quality_helpers import write_run
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from selfinstruct_local.pipeline.judge import (
+from selfinstruct_local.prompts import load_prompts
+from selfinstruct_local.quality.judge import (
     MAX_TOKENS,
     TRUNCATED,
     build_judge_request,
@@ -13,7 +14,6 @@ from selfinstruct_local.pipeline.judge import (
     fit_fields,
     parse_judgement,
 )
-from selfinstruct_local.prompts import load_prompts
 
 EN, ZH = load_prompts("en"), load_prompts("zh")
 

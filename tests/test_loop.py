@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from selfinstruct_local.quality import SCORES, task_ids
+from selfinstruct_local.quality.gate import SCORES, task_ids
 from selfinstruct_local.runstore import (
     GROUP_COMMIT_SECONDS,
     INSTANCES,
@@ -99,14 +99,11 @@ def test_a_kill_at_any_point_then_resume(tmp_path, kill_after):
     """The engine dies after `kill_after` batches: rows not yet committed are lost, as with
     kill -9; the resume (from the files and the last checkpoint's counters) finishes exactly
     the target, keeping everything that reached the disk."""
-    saved: dict = {}
     first = scripted_loop(tmp_path, ScriptedEngine(kill_after=kill_after), num_instructions=25)
-    first.checkpoint = lambda: saved.update(counts=first.stats.to_json())
     with pytest.raises(Killed):
         first.run()
     before = rows(tmp_path, INSTRUCTIONS)
-    resumed = scripted_loop(tmp_path, ScriptedEngine(), counts=saved.get("counts"),
-                            num_instructions=25)
+    resumed = scripted_loop(tmp_path, ScriptedEngine(), num_instructions=25)
     resumed.run()
     final = check_finished(tmp_path, 25)
     assert all(row in final for row in before)
@@ -147,15 +144,12 @@ def test_judged_as_the_run_goes(tmp_path, streamed):
 def test_a_kill_while_judging_then_resume(tmp_path, kill_after):
     """A kill loses at most the scores in flight; the resume scores every task left, and none
     twice."""
-    saved: dict = {}
     first = scripted_loop(tmp_path, ScriptedEngine(kill_after=kill_after), judge=True,
                           num_instructions=15)
-    first.checkpoint = lambda: saved.update(counts=first.stats.to_json())
     with pytest.raises(Killed):
         first.run()
     before = rows(tmp_path, SCORES)
-    scripted_loop(tmp_path, ScriptedEngine(), counts=saved.get("counts"), judge=True,
-                  num_instructions=15).run()
+    scripted_loop(tmp_path, ScriptedEngine(), judge=True, num_instructions=15).run()
     check_finished(tmp_path, 15)
     assert all(row in check_judged(tmp_path) for row in before)
 

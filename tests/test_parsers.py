@@ -5,17 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from selfinstruct_local.pipeline.alpaca import build_alpaca_request, parse_alpaca_tasks
-from selfinstruct_local.pipeline.bootstrap import (
+from selfinstruct_local.methods.alpaca import build_alpaca_request, parse_alpaca_tasks
+from selfinstruct_local.methods.self_instruct import (
     build_bootstrap_request,
-    parse_instructions,
-    sample_prompt_tasks,
-)
-from selfinstruct_local.pipeline.classify import build_classify_request, parse_is_classification
-from selfinstruct_local.pipeline.instances import (
+    build_classify_request,
     build_instances_request,
     few_shot_texts,
     parse_instances,
+    parse_instructions,
+    parse_is_classification,
+    sample_prompt_tasks,
 )
 from selfinstruct_local.prompts import load_prompts
 from selfinstruct_local.seeds import Instance, Task

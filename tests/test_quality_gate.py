@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from selfinstruct_local.contamination import decontaminate_run
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.export import export
-from selfinstruct_local.quality import SCORES, select_instances, task_ids
+from selfinstruct_local.quality.contamination import decontaminate_run
+from selfinstruct_local.quality.gate import SCORES, select_instances, task_ids
 from selfinstruct_local.report import format_summary, load_run, summarize, write_report
 from tests.conftest import sigen
 from tests.quality_helpers import write_jsonl, write_run

@@ -116,20 +116,30 @@ def test_matches_the_reference_and_resumes(seed):
 
 
 def test_a_resumed_run_counts_the_instructions_it_kept_before(tmp_path):
-    """On resume the cap is rebuilt from the grounded instructions load_state found in
-    pending.jsonl (each passage's index), the same text about several passages included."""
+    """On resume every pending row is admitted again (screen.admit): the cap counts the
+    grounded instructions the run kept before, the same text about several passages included."""
+    from selfinstruct_local.config import RunConfig
+    from selfinstruct_local.corpus import Passage
     from selfinstruct_local.dedup import NearDupIndex
-    from selfinstruct_local.pipeline.state import load_state
-    from selfinstruct_local.runstore import PENDING, RunStore
+    from selfinstruct_local.methods import grounded
+    from selfinstruct_local.pipeline.screen import admit
+    from selfinstruct_local.pipeline.stages import Context
+    from selfinstruct_local.pipeline.state import RunState
+    from selfinstruct_local.plan import CorpusPlan
+    from selfinstruct_local.prompts import load_prompts
+    from selfinstruct_local.runstore import RunStore
 
-    store = RunStore(tmp_path)
+    passage = Passage(id="p1", source="a.txt", chapter="", chapter_index=0, text="…")
+    corpus = CorpusPlan(tmp_path / "a.txt", (passage,), ("summary",), max_repeats=3,
+                        passage_chars=600, record={})
+    ctx = Context(RunConfig(lang="zh"), load_prompts("zh"), (), RunState(), RunStore(tmp_path),
+                  NearDupIndex(), corpus=corpus)
+    method = grounded.method(ctx)
     texts = [SUMMARY, "这段文字里谁最先说话？", SUMMARY, "“用几句话概括这段原文的内容。”"]
-    store.append(PENDING, [
-        {"id": f"mi-{k:06d}", "round": 1, "instruction": text, "input": "…",
-         "passage": {"id": f"p{k}", "source": "a.txt", "chapter": "", "chapter_index": 0}}
-        for k, text in enumerate(texts, 1)])
-    state = load_state(store, NearDupIndex(), None, warn=lambda _m: None)
-    assert sorted(state.grounded_instructions()) == sorted(texts)
-    cap = RepeatCap.rebuild(state.grounded_instructions(), max_repeats=3)
-    assert cap.check(SUMMARY) == "repeated_generic"  # three kept already, in three forms
-    assert cap.check("这段文字里谁最先说话？") is None
+    for k, text in enumerate(texts, 1):
+        admit(ctx, method, {"id": f"mi-{k:06d}", "round": 1, "instruction": text, "kind": "plot",
+                            "passage": {"id": f"p{k}", "source": "a.txt", "chapter": "",
+                                        "chapter_index": 0}})
+    candidate = {"instruction": SUMMARY, "kind": "summary", "passage": {"id": "p9"}}
+    assert method.check(ctx, candidate) == "repeated_generic"  # three kept, in three forms
+    assert method.check(ctx, {**candidate, "instruction": "这段文字里谁最先说话？"}) is None

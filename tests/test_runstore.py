@@ -10,7 +10,7 @@ from selfinstruct_local.runstore import PENDING, REJECTED, RunStore
 
 
 def test_append_and_read_back(tmp_path):
-    store = RunStore(tmp_path / "run")
+    store = RunStore.open(tmp_path / "run")
     store.append("a.jsonl", [{"id": 1, "text": "上善若水"}, {"id": 2}])
     store.append("a.jsonl", [])
     store.append("a.jsonl", [{"id": 3}])

@@ -2,9 +2,16 @@
 
 import pytest
 
-from selfinstruct_local.pipeline.alpaca import build_alpaca_request, parse_alpaca_tasks
-from selfinstruct_local.pipeline.bootstrap import build_bootstrap_request, parse_instructions
-from selfinstruct_local.pipeline.classify import build_classify_request, parse_is_classification
+from selfinstruct_local.methods.alpaca import build_alpaca_request, parse_alpaca_tasks
+from selfinstruct_local.methods.self_instruct import (
+    build_bootstrap_request,
+    build_classify_request,
+    build_instances_request,
+    few_shot_texts,
+    parse_instances,
+    parse_instructions,
+    parse_is_classification,
+)
 from selfinstruct_local.pipeline.filters import (
     BLACKLIST,
     blacklisted_word,
@@ -13,11 +20,6 @@ from selfinstruct_local.pipeline.filters import (
     starts_with_write_a_program,
     too_long,
     too_short,
-)
-from selfinstruct_local.pipeline.instances import (
-    build_instances_request,
-    few_shot_texts,
-    parse_instances,
 )
 from selfinstruct_local.prompts import TEMPLATE_NAMES, available_languages, load_prompts
 from selfinstruct_local.seeds import Instance, Task

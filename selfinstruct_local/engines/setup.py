@@ -1,14 +1,13 @@
 """Setting an engine up for a command (`sigen run`, `sigen judge`): its options from the
-command line, checked before anything slow happens; the checkpoint on this machine; loading it
-with its own output sent to the run's engine.log."""
+command line, resolved and checked before anything slow happens into an EnginePlan; the
+checkpoint on this machine; loading it with its own output sent to the run's engine.log."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from selfinstruct_local.config import RunConfig
-from selfinstruct_local.engines import EngineEntry
+from selfinstruct_local.engines import EngineEntry, engine_entry
 from selfinstruct_local.engines.base import (
     DEFAULT_CONCURRENCY,
     DEFAULT_SERVER_TIMEOUT,
@@ -19,47 +18,97 @@ from selfinstruct_local.engines.gpus import check_gpus, plan_parallelism
 from selfinstruct_local.engines.openai import parse_base_urls, public_url
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable
-from selfinstruct_local.models import ensure_weights
+from selfinstruct_local.models import ModelSpec, ensure_weights, load_registry
 from selfinstruct_local.progress import Reporter
 
 
-def engine_options(config: RunConfig, entry: EngineEntry, spec, reporter: Reporter,
-                   api_key: str | None) -> EngineOptions:
+@dataclass(frozen=True)
+class EngineRequest:
+    """The engine options a command was given (None: the default, worked out here)."""
+
+    model: str | None = None
+    models_file: Path | None = None
+    engine: str = "vllm"
+    gpus: int | None = None
+    tensor_parallel: int | None = None
+    base_url: str | None = None
+    concurrency: int | None = None
+    server_timeout: float | None = None
+    batch_size: int | None = None
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """An engine resolved: which one, the model, its options, the checkpoint here."""
+
+    entry: EngineEntry
+    spec: ModelSpec
+    options: EngineOptions
+    weights: Path | None  # the checkpoint on this machine (None: a model only a server has)
+    batch_size: int  # source requests per round (run), tasks per call (judge)
+
+    @property
+    def gpus(self) -> int:
+        return self.options.gpus
+
+
+def resolve_model(request: EngineRequest) -> tuple[EngineEntry, ModelSpec]:
+    """The engine's entry and the model's spec: fast checks, nothing loaded."""
+    entry = engine_entry(request.engine)
+    spec = load_registry(request.models_file).resolve(request.model,
+                                                      served=not entry.local_weights)
+    return entry, spec
+
+
+def resolve_engine(request: EngineRequest, entry: EngineEntry, spec: ModelSpec,
+                   reporter: Reporter, api_key: str | None, target: int) -> EnginePlan:
+    """Options checked (GPUs, servers), the batch size for `target` prompts, the checkpoint
+    here (prepared from its package when it is the packaged model)."""
+    options = engine_options(request, entry, spec, reporter, api_key)
+    entry.check(options)
+    batch_size = request.batch_size or default_batch_size(options, target)
+    weights = local_weights(spec, entry, reporter.log)
+    return EnginePlan(entry, spec, options, weights, batch_size)
+
+
+def engine_options(request: EngineRequest, entry: EngineEntry, spec: ModelSpec,
+                   reporter: Reporter, api_key: str | None) -> EngineOptions:
     """The engine's settings from the command line, checked before anything slow happens."""
     if entry.local_gpus:
-        if config.base_url:
+        if request.base_url:
             raise SigenError("--base-url is for --engine openai; the "
                              f"{entry.name} engine runs the model on this machine")
-        gpus = config.gpus = check_gpus(config.gpus)
+        gpus = check_gpus(request.gpus)
         if entry.replicas:
-            tensor_parallel, _ = plan_parallelism(gpus, config.tensor_parallel,
+            tensor_parallel, _ = plan_parallelism(gpus, request.tensor_parallel,
                                                   spec.tensor_parallel)
         else:  # one copy of the model spread over every GPU
             tensor_parallel = max(1, gpus)
         urls: tuple[str, ...] = ()
     else:
-        if config.gpus or config.tensor_parallel:
+        if request.gpus or request.tensor_parallel:
             raise SigenError(f"--gpus and --tensor-parallel are for engines that run the model "
                              f"here; with --engine {entry.name} the server decides its GPUs")
         gpus, tensor_parallel = 0, 1
-        urls = parse_base_urls(config.base_url)
+        urls = parse_base_urls(request.base_url)
     return EngineOptions(
-        seed=config.seed, gpus=gpus, tensor_parallel=tensor_parallel, base_urls=urls,
-        api_key=api_key, concurrency=config.concurrency or DEFAULT_CONCURRENCY,
-        batch_size=config.batch_size or 16,  # the transformers engine's forward batch
-        server_timeout=config.server_timeout or DEFAULT_SERVER_TIMEOUT, log=reporter.notice)
+        seed=request.seed, gpus=gpus, tensor_parallel=tensor_parallel, base_urls=urls,
+        api_key=api_key, concurrency=request.concurrency or DEFAULT_CONCURRENCY,
+        batch_size=request.batch_size or 16,  # the transformers engine's forward batch
+        server_timeout=request.server_timeout or DEFAULT_SERVER_TIMEOUT, log=reporter.notice)
 
 
-def default_batch_size(config: RunConfig, options: EngineOptions) -> int:
+def default_batch_size(options: EngineOptions, target: int) -> int:
     """Prompts per round. On a server: enough to keep every server's slots full, but not more
     than a small target needs (one Self-Instruct prompt yields several candidates)."""
     if options.base_urls:
         capacity = options.concurrency * len(options.base_urls)
-        return min(capacity, max(16, config.num_instructions))
+        return min(capacity, max(16, target))
     return 256 * options.replicas if options.gpus else 16
 
 
-def local_weights(spec, entry: EngineEntry, log) -> Path | None:
+def local_weights(spec: ModelSpec, entry: EngineEntry, log) -> Path | None:
     """The checkpoint on this machine: required by local engines; for a server, used when
     present (its tokenizer renders prompts and measures passages), and prepared when it comes
     from an installed package."""
@@ -88,10 +137,10 @@ def stream_capacity(options: EngineOptions, batch_size: int) -> int:
     return batch_size
 
 
-def load_engine(entry: EngineEntry, spec, options: EngineOptions, reporter: Reporter,
-                root: Path):
+def load_engine(plan: EnginePlan, reporter: Reporter, root: Path):
     """The loaded engine; its own output (vLLM's warnings, a server's log) goes to
     ROOT/engine.log."""
+    entry, spec, options = plan.entry, plan.spec, plan.options
     reporter.log(f"Loading {spec.name} with the {entry.name} engine {where_it_runs(options)}"
                  " ...")
     try:

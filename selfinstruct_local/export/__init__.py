@@ -21,7 +21,7 @@ from selfinstruct_local.export.llama_factory import (
     merged_dataset_info,
     read_dataset_info,
 )
-from selfinstruct_local.quality import select_instances
+from selfinstruct_local.quality.gate import select_instances
 from selfinstruct_local.report import load_run, summarize
 from selfinstruct_local.runstore import write_atomic
 

@@ -1,17 +1,65 @@
-"""The generation methods, one module each, as a list of stages (see pipeline/stages.py).
+"""The generation methods: one module each, read top to bottom (its stages, then its prompts'
+building and parsing), and the METHODS table that the command line, the plan and the errors read.
 
-Adding a method (Evol-Instruct, Magpie) is one new module with a `method(ctx)` function and a
-line in `METHODS`.
+A method is a Source and Steps (pipeline/stages.py) that the loop runs. With `--corpus` a method
+runs its grounded variant, which draws passages of the user's texts. Adding a method (Magpie,
+Evol-Instruct) is one module and one line in METHODS.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from selfinstruct_local.errors import SigenError
+from selfinstruct_local.methods import alpaca, alpaca_grounded, grounded, self_instruct
 from selfinstruct_local.pipeline.stages import Context, Method
+from selfinstruct_local.prompts import PromptSet
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str  # the --method value
+    summary: str  # one line for --help
+    build: Callable[[Context], Method]
+    source_tokens: int  # default token limit of one source request (--max-new-tokens)
+    # The variant grounded in a corpus (--corpus), and its token default (per task).
+    grounded: Callable[[Context], Method] | None = None
+    grounded_tokens: int | None = None
+
+    def factory(self, corpus: bool) -> Callable[[Context], Method]:
+        if not corpus:
+            return self.build
+        if self.grounded is None:
+            raise SigenError(f"--method {self.name} does not take --corpus")
+        return self.grounded
+
+
+METHODS: dict[str, MethodInfo] = {m.name: m for m in (
+    MethodInfo("self-instruct", "bootstrap, classify, then instances, in rounds (Wang et al.); "
+               "with --corpus, one task of one kind per passage, answered from it",
+               self_instruct.method, self_instruct.SOURCE_TOKENS,
+               grounded.method, grounded.TASK_TOKENS),
+    MethodInfo("alpaca", "one prompt asks for 20 complete tasks at a time (Taori et al.); with "
+               "--corpus, as many tasks about one passage as fit the context",
+               alpaca.method, alpaca.SOURCE_TOKENS,
+               alpaca_grounded.method, alpaca_grounded.TASK_TOKENS),
+)}
+
+
+def method_info(name: str) -> MethodInfo:
+    """The METHODS entry; an unknown name is an error that lists the known ones."""
+    if name not in METHODS:
+        raise SigenError(f"--method must be one of {', '.join(METHODS)}, not {name!r}")
+    return METHODS[name]
+
+
+def instance_examples(prompts: PromptSet) -> frozenset[str]:
+    """The few-shot inputs and outputs of the instance prompts: an instance that copies one was
+    not written for its task. Every method's instances are checked against them (small models
+    copy examples whatever prompt they saw)."""
+    return self_instruct.few_shot_texts(prompts)
 
 
 def load_method(ctx: Context) -> Method:
-    from selfinstruct_local.methods import alpaca, alpaca_grounded, grounded, self_instruct
-
-    if ctx.sampler is not None:
-        return (alpaca_grounded if ctx.config.method == "alpaca" else grounded).method(ctx)
-    return {"alpaca": alpaca.method, "self-instruct": self_instruct.method}[ctx.config.method](ctx)
+    return method_info(ctx.config.method).factory(ctx.corpus is not None)(ctx)

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from selfinstruct_local.engines import Completion
 from selfinstruct_local.engines.stream import RequestStream
 from selfinstruct_local.interrupt import RunInterrupted, StopRequest
-from selfinstruct_local.pipeline.judge import TaskJudge
 from selfinstruct_local.pipeline.screen import screen
 from selfinstruct_local.pipeline.stages import Context, Method
 from selfinstruct_local.progress import Reporter, Snapshot
-from selfinstruct_local.quality import SCORES
+from selfinstruct_local.quality.gate import SCORES
+from selfinstruct_local.quality.judge import TaskJudge
 from selfinstruct_local.runstore import INSTANCES, INSTRUCTIONS, PENDING, REJECTED
 
 STALL_ROUNDS = 8  # stop asking for new tasks after this many rounds' worth add nothing

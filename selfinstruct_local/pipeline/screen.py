@@ -1,5 +1,5 @@
-"""Screening one candidate instruction: the filters, the cap on generic instructions (grounded
-runs), then the near-duplicate index.
+"""Screening one candidate instruction: the filters, the method's own check, then the
+near-duplicate index the method names for it.
 
 A plain function over the run's context: a candidate either becomes a pending task (with an id,
 its most similar pool instructions and its average similarity to the pool) or a rejected row
@@ -21,8 +21,6 @@ def screen(ctx: Context, method: Method, candidate: dict, round_: int) -> dict:
     text = candidate["instruction"]
     row: dict = {"stage": "instruction", "round": round_, "instruction": text}
     reason = check_instruction(text, ctx.config.lang) or method.check(ctx, candidate)
-    if reason is None and ctx.repeats is not None:
-        reason = ctx.repeats.check(text)
     index = method.index_for(ctx, candidate)
     if reason is None:
         decision = index.check_and_add(text)
@@ -34,8 +32,7 @@ def screen(ctx: Context, method: Method, candidate: dict, round_: int) -> dict:
     if reason is not None:
         ctx.state.reject(reason)
         return {**row, "reason": reason}
-    if ctx.repeats is not None:
-        ctx.repeats.record(text)
+    method.accepted(ctx, candidate)
     similar, average = index.neighbours(text, k=TOP_SIMILAR, exclude=len(index) - 1)
     return {
         **row,
@@ -46,3 +43,10 @@ def screen(ctx: Context, method: Method, candidate: dict, round_: int) -> dict:
         "avg_similarity": round(average, 4),
         "max_similarity": round(similar[0][1], 4) if similar else 0.0,
     }
+
+
+def admit(ctx: Context, method: Method, row: dict) -> None:
+    """Put a task accepted before (a pending row read back on resume) where screening put it:
+    into its near-duplicate index, and into what the method keeps of accepted tasks."""
+    method.index_for(ctx, row).add(row["instruction"])
+    method.accepted(ctx, row)

@@ -15,36 +15,36 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from selfinstruct_local.config import RunConfig
-from selfinstruct_local.corpus import PassageSampler
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import Completion, Request
 from selfinstruct_local.pipeline.filters import filter_instances
-from selfinstruct_local.pipeline.repeats import RepeatCap
 from selfinstruct_local.pipeline.state import RunState
 from selfinstruct_local.prompts import PromptSet
 from selfinstruct_local.runstore import REJECTED, RunStore
 from selfinstruct_local.seeds import Instance, Task
 
+if TYPE_CHECKING:
+    from selfinstruct_local.config import RunConfig
+    from selfinstruct_local.plan import CorpusPlan
+
 
 @dataclass
 class Context:
-    """The run as the stages see it."""
+    """The run as the stages see it: the plan's parts (read only) and the run's state."""
 
-    config: RunConfig
+    config: RunConfig  # resolved (plan.config): nothing changes it during the run
     prompts: PromptSet
-    seed_tasks: list[Task]
+    seed_tasks: tuple[Task, ...]
     state: RunState
     store: RunStore
     index: NearDupIndex  # the pool: seed and accepted instructions
     temperature: float = 0.7
     top_p: float = 0.9
-    sampler: PassageSampler | None = None  # set when generation is grounded in a corpus
     examples: frozenset[str] = frozenset()  # few-shot texts an instance must not copy
     context_len: int = 2048  # the model's context, in tokens
-    kinds: list[str] = field(default_factory=list)  # grounded task kinds asked for (--kinds)
-    repeats: RepeatCap | None = None  # grounded runs: the cap on generic instructions
+    corpus: CorpusPlan | None = None  # the passages and kinds, for a run grounded in a corpus
 
     @property
     def human(self) -> list[str]:
@@ -113,6 +113,10 @@ def stored_instances(ctx: Context, task: dict) -> list[Instance]:
     return task.get("instances", [])
 
 
+def nothing_to_record(ctx: Context, row: dict) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -122,6 +126,9 @@ class Method:
     check: Callable[[Context, dict], str | None] = no_check
     # The near-duplicate index a candidate is compared with and added to.
     index_for: Callable[[Context, dict], NearDupIndex] = pool_index
+    # What the method keeps of a task that passed screening (it is in the index already), also
+    # for each pending row a resumed run reads back.
+    accepted: Callable[[Context, dict], None] = nothing_to_record
     # The task's instances once its steps are done.
     finish: Callable[[Context, dict], list[Instance]] = stored_instances
     # Keys of the task copied into its machine_instructions row.

@@ -7,6 +7,7 @@ examples need no escaping). `labels.yaml` holds the field words that prompts and
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -83,3 +84,30 @@ def load_prompts(lang: str) -> PromptSet:
     kinds = yaml.safe_load((folder / "grounded_kinds.yaml").read_text(encoding="utf-8"))
     return PromptSet(lang=lang, labels=labels, templates=templates,
                      grounded_kinds=kinds["kinds"], generic_ok=frozenset(kinds["generic_ok"]))
+
+
+def parse_kinds(prompts: PromptSet, spec: str) -> tuple[str, ...]:
+    """A `--kinds` value ("continuation,plot") as kind names of `grounded_kinds.yaml`, in the
+    file's order whatever the order asked. Spaces and full-width commas (，、) are forgiven; an
+    empty value or name, a name given twice, or one that is not a kind (a wrong case or "-" for
+    "_" included, with the name meant) is an error that lists the known ones."""
+    known = list(prompts.grounded_kinds)
+    text = unicodedata.normalize("NFKC", spec).replace("、", ",")
+    asked = [name.strip() for name in text.split(",")]
+    problem = None
+    if not any(asked):
+        problem = "no kind given (leave --kinds out to ask for every kind)"
+    elif "" in asked:
+        problem = "an empty name between commas"
+    elif repeated := sorted({name for name in asked if asked.count(name) > 1}):
+        problem = f"{', '.join(map(repr, repeated))} given twice"
+    elif unknown := [name for name in asked if name not in known]:
+        meant = {name: name.lower().replace("-", "_") for name in unknown}
+        hints = [f"{name!r} (did you mean {meant[name]!r}?)" if meant[name] in known
+                 else repr(name) for name in unknown]
+        problem = f"unknown kind{'s' * (len(unknown) > 1)} {', '.join(hints)}"
+    if problem:
+        raise SigenError(f"--kinds {spec!r}: {problem}; the kinds for --lang {prompts.lang} "
+                         f"are {', '.join(known)} (see prompts/{prompts.lang}/"
+                         "grounded_kinds.yaml)")
+    return tuple(name for name in known if name in asked)

@@ -14,21 +14,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfinstruct_local.config import RunConfig
-from selfinstruct_local.engines import engine_entry
 from selfinstruct_local.engines.setup import (
-    default_batch_size,
-    engine_options,
+    EngineRequest,
     load_engine,
-    local_weights,
+    resolve_engine,
+    resolve_model,
 )
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable
-from selfinstruct_local.models import load_registry
-from selfinstruct_local.pipeline.judge import TaskJudge
 from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
-from selfinstruct_local.quality import SCORES, claim_run, unjudged_tasks
+from selfinstruct_local.quality.gate import SCORES, claim_run, unjudged_tasks
+from selfinstruct_local.quality.judge import TaskJudge
 from selfinstruct_local.report import load_run
 from selfinstruct_local.runstore import RunStore
 
@@ -60,10 +57,8 @@ def judge_run(run_dir: Path | str, settings: JudgeSettings, reporter: Reporter) 
     claim_run(run.root, "judge")
     store = RunStore(run.root)
     saved = run.manifest.get("config") or {}
-    config = _engine_config(settings, saved)
-    entry = engine_entry(config.engine)
-    spec = load_registry(config.models_file).resolve(config.model,
-                                                     served=not entry.local_weights)
+    request = engine_request(settings, saved)
+    entry, spec = resolve_model(request)
     prompts = load_prompts(settings.lang or saved.get("lang") or "en")
     tasks = unjudged_tasks(run.root, spec.name, reporter.notice, run.instances,
                            settings.retry_unparsed)
@@ -72,12 +67,14 @@ def judge_run(run_dir: Path | str, settings: JudgeSettings, reporter: Reporter) 
         reporter.log(f"All {len(run.instances)} tasks of {run.root} are judged already; "
                      "nothing to do.")
         return done
+    # An openai batch needs no more prompts than there are tasks.
+    plan = resolve_engine(request, entry, spec, reporter, settings.api_key, len(tasks))
     reporter.log(f"Judging {len(tasks)} of {len(run.instances)} tasks with {spec.name} ...")
     judge = TaskJudge(prompts, spec.name, spec.max_model_len, settings.seed)
-    engine = _load_engine(config, entry, spec, reporter, settings.api_key, len(tasks), run.root)
+    engine = load_engine(plan, reporter, run.root)
     interrupted = False
     try:
-        size = config.batch_size or 16
+        size = plan.batch_size
         for start in range(0, len(tasks), size):
             rows = judge_batch(engine, judge, tasks[start:start + size])
             store.append(SCORES, rows)
@@ -110,27 +107,16 @@ def judge_batch(engine, judge: TaskJudge, tasks: list[tuple[str, dict]]) -> list
     return [rows[ident] for ident, _ in tasks]
 
 
-def _engine_config(settings: JudgeSettings, saved: dict) -> RunConfig:
-    """The engine settings as a RunConfig, so that `sigen run`'s checks and defaults apply;
-    what the judge leaves unset comes from the run (its servers only for the same engine)."""
+def engine_request(settings: JudgeSettings, saved: dict) -> EngineRequest:
+    """The judge's engine: what `sigen judge` was given, and what it leaves unset from the
+    run's configuration (its servers only for the same engine)."""
     engine = settings.engine or saved.get("engine") or "vllm"
     same_engine = engine == saved.get("engine")
     models_file = settings.models_file or saved.get("models_file")
-    return RunConfig(
+    return EngineRequest(
         model=settings.model or saved.get("model"),
         models_file=Path(models_file) if models_file else None,
         engine=engine, gpus=settings.gpus, tensor_parallel=settings.tensor_parallel,
         base_url=settings.base_url or (saved.get("base_url") if same_engine else None),
         concurrency=settings.concurrency, server_timeout=settings.server_timeout,
-        seed=settings.seed, batch_size=settings.batch_size,
-    )
-
-
-def _load_engine(config: RunConfig, entry, spec, reporter: Reporter, api_key: str | None,
-                 todo: int, root: Path):
-    options = engine_options(config, entry, spec, reporter, api_key)
-    entry.check(options)
-    config.num_instructions = todo  # an openai batch needs no more prompts than that
-    config.batch_size = config.batch_size or default_batch_size(config, options)
-    local_weights(spec, entry, reporter.log)
-    return load_engine(entry, spec, options, reporter, root)
+        seed=settings.seed, batch_size=settings.batch_size)

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from selfinstruct_local.benchmarks import Item, benchmark_files, read_records
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.ngrams import N_CHARS, N_WORDS, hash_windows, ngrams, ngrams_by_kind
-from selfinstruct_local.quality import CONTAMINATION, CONTAMINATION_META, claim_run, task_ids
+from selfinstruct_local.quality.benchmarks import Item, benchmark_files, read_records
+from selfinstruct_local.quality.gate import CONTAMINATION, CONTAMINATION_META, claim_run, task_ids
+from selfinstruct_local.quality.ngrams import N_CHARS, N_WORDS, hash_windows, ngrams, ngrams_by_kind
 from selfinstruct_local.report import load_run
 from selfinstruct_local.runstore import RunStore, write_atomic
 
