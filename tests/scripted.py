@@ -174,3 +174,22 @@ def scripted_loop(root, engine, stream=None, judge=False, **config) -> Loop:
                      reporter)
     begin(run, loop)
     return loop
+
+
+def scripted_completions(fail: float = 0.3):
+    """A FakeOpenAIServer answer for /v1/completions: the scripted engine's reply to the prompt
+    sigen rendered with the model's chat template, so a whole `sigen run --engine openai` runs
+    over HTTP with no model behind it."""
+    from tests.fake_openai import completion
+
+    engine = ScriptedEngine(fail=fail)
+
+    def answer(_headers: dict, body: dict):
+        text = body.get("prompt", "")
+        user, _, prefix = text.rpartition("<|im_start|>assistant\n")
+        user = user.rpartition("<|im_start|>user\n")[2].removesuffix("<|im_end|>\n")
+        request = Request(prompt=user, assistant_prefix=prefix, seed=body.get("seed"),
+                          stop=tuple(body.get("stop") or ()))
+        return completion(engine.answer(request).text)
+
+    return answer
