@@ -32,7 +32,7 @@ import random
 import re
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.text import is_cjk_char
@@ -67,8 +67,8 @@ _WEDGED = re.compile(r"(?<=[A-Za-z])[^\x00-\x7f](?=[A-Za-z])")
 
 @dataclass(frozen=True)
 class Passage:
-    id: str  # "<file stem>-0001", numbered from 1 in reading order within the file
-    source: str  # the file's path
+    id: str  # "<file stem>-0001" ("sub-dir-file-0001" in a folder), numbered from 1 per file
+    source: str  # the file relative to the corpus: "hlm.txt", "sub/dir/file.txt"; never absolute
     chapter: str  # the heading line, spaces folded; "" before the first heading
     chapter_index: int  # 1, 2, ... for chapters with text; 0 for text before any heading
     text: str
@@ -90,27 +90,27 @@ def load_corpus(
     """
     if max_chars is not None and max_chars < 1:
         raise SigenError(f"max_chars must be at least 1, not {max_chars}")
-    files, prefixes = corpus_files(path)
     passages = []
-    for file, prefix in zip(files, prefixes, strict=True):
-        passages += file_passages(file, prefix, max_chars, min_chars)
+    for file, name in corpus_files(path):
+        passages += file_passages(file, name, max_chars, min_chars)
     if not passages:
         raise SigenError(f"corpus {path} holds no text")
     return passages
 
 
-def corpus_files(path: str | Path) -> tuple[list[Path], list[str]]:
-    """The .txt files of a corpus (one file, or every .txt under a folder, sorted) and the
-    prefix of each one's passage ids."""
+def corpus_files(path: str | Path) -> list[tuple[Path, str]]:
+    """The .txt files of a corpus (one file, or every .txt under a folder, sorted), each with
+    its name relative to the corpus: the file name for a one-file corpus, "sub/dir/file.txt"
+    for a folder. Rows, passage ids and the manifest name files this way, never by their
+    absolute path: those files are shared, and a path such as /home/<user>/... is private."""
     root = Path(path)
     if root.is_dir():
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".txt" and p.is_file())
         if not files:
             raise SigenError(f"no .txt files under {root}; a corpus is UTF-8 or GBK text files")
-        return files, [p.relative_to(root).with_suffix("").as_posix().replace("/", "-")
-                       for p in files]
+        return [(f, f.relative_to(root).as_posix()) for f in files]
     if root.is_file():
-        return [root], [root.stem]
+        return [(root, root.name)]
     raise SigenError(f"corpus {root} does not exist; pass a .txt file or a folder of them")
 
 
@@ -141,8 +141,10 @@ def passage_chars_for(path: str | Path, tokenizer_dir: str | Path | None, token_
 
 
 def file_passages(
-    file: Path, prefix: str, max_chars: int | None = None, min_chars: int | None = None
+    file: Path, name: str, max_chars: int | None = None, min_chars: int | None = None
 ) -> list[Passage]:
+    """The passages of one file; `name` is its path relative to the corpus (corpus_files)."""
+    prefix = PurePosixPath(name).with_suffix("").as_posix().replace("/", "-")
     text = read_text(file)
     cjk = is_cjk_heavy(text)
     max_chars = max_chars or (CJK_MAX_CHARS if cjk else LATIN_MAX_CHARS)
@@ -161,7 +163,7 @@ def file_passages(
         index += 1 if title else 0
         for pieces in _pack(paragraphs, max_chars, min_chars):
             body = pieces[0].text + "".join(p.sep + p.text for p in pieces[1:])
-            passages.append(Passage(id=f"{prefix}-{len(passages) + 1:04d}", source=str(file),
+            passages.append(Passage(id=f"{prefix}-{len(passages) + 1:04d}", source=name,
                                     chapter=title, chapter_index=index, text=body))
     return passages
 
@@ -491,7 +493,7 @@ def select_chapters(passages: list[Passage], ranges: list[tuple[int, int]]) -> l
     files = len({source for source, _ in found})
     where = f" in {files} files, numbered within each file" if files > 1 else ""
     spans = format_chapters(_merged([(n, n) for n in numbers]))
-    have = f"it has {len(found)} chapters{where} ({spans})"
+    have = f"it has {len(found)} chapter{'' if len(found) == 1 else 's'}{where} ({spans})"
     for first, last in ranges:
         if not any(first <= n <= last for n in numbers):
             span = str(first) if first == last else f"{first}-{last}"
@@ -505,13 +507,11 @@ def corpus_record(path: str | Path, passages: list[Passage],
     """What a run saves about its corpus, to tell on resume whether it is still the same: each
     file's content hash, the fingerprint of all the passages cut from them, and the chapters
     the run draws from (`--chapters`; absent: all of them)."""
-    files, _ = corpus_files(path)
-    root = Path(path)
     record = {
         "fingerprint": fingerprint(passages),
         "passages": len(passages),
-        "files": {(f.relative_to(root).as_posix() if root.is_dir() else f.name):
-                  hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files},
+        "files": {name: hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+                  for file, name in corpus_files(path)},
     }
     if chapters:
         record["chapters"] = format_chapters(chapters)
@@ -534,6 +534,7 @@ def corpus_changes(saved: dict, now: dict) -> list[str]:
     files += [f"{name} is new" for name in sorted(new.keys() - old.keys())]
     files += [f"{name} is gone" for name in sorted(old.keys() - new.keys())]
     if not files:  # the same files cut differently (another splitter or passage length)
-        files.append(f"the same files now make {now['passages']} passages, "
+        count = now["passages"]
+        files.append(f"the same files now make {count} passage{'' if count == 1 else 's'}, "
                      f"not {saved.get('passages', '?')}")
     return changes + files

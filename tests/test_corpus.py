@@ -51,7 +51,8 @@ def content(passages) -> list[tuple]:
 def test_chapters_paragraphs_and_sentence_splits(tmp_path):
     passages = load_corpus(write(tmp_path / "tale.txt", TALE), max_chars=60, min_chars=20)
     assert [p.id for p in passages] == [f"tale-{n:04d}" for n in range(1, len(passages) + 1)]
-    assert all(p.source == str(tmp_path / "tale.txt") for p in passages)
+    # The file by its name, not its absolute path: rows carrying it are shared.
+    assert all(p.source == "tale.txt" for p in passages)
     # The title line before chapter 1 is shorter than min_chars: dropped, not a passage.
     assert [(p.chapter_index, p.chapter) for p in passages[:1]] == [(1, "第一回 山中遇雨 林下访僧")]
     chapters = dict((p.chapter_index, p.chapter) for p in passages)
@@ -209,7 +210,41 @@ def test_folder_of_files_in_sorted_order(tmp_path):
         ("one-0001", "第一个文件的内容在这里。"),
         ("sub-two-0001", "第二个文件的内容在这里。"),
     ]
-    assert passages[1].source == str(tmp_path / "sub" / "two.txt")
+    assert [p.source for p in passages] == ["one.txt", "sub/two.txt"]
+
+
+def test_rows_and_the_record_name_files_relative_to_the_corpus(tmp_path):
+    """Rows (machine_instructions.jsonl, pending.jsonl) and the manifest are shared: they name
+    a corpus file relative to the corpus, never by a path that shows the user's home."""
+    import json
+
+    from selfinstruct_local.corpus import corpus_record
+    from selfinstruct_local.methods.grounded import passage_record
+
+    root = tmp_path / "home" / "user" / "我的 语料"
+    write(root / "hlm.txt", TALE)
+    write(root / "续书" / "后四十回.txt", TALE)
+    for corpus, names in ((root / "hlm.txt", {"hlm.txt"}),
+                          (root, {"hlm.txt", "续书/后四十回.txt"})):
+        passages = load_corpus(corpus, 60, 20)
+        record = corpus_record(corpus, passages)
+        assert {p.source for p in passages} == names == set(record["files"])
+        stored = json.dumps([passage_record(p) for p in passages] + [record], ensure_ascii=False)
+        assert str(tmp_path) not in stored and "home/user" not in stored
+    assert {p.id.rsplit("-", 1)[0] for p in passages} == {"hlm", "续书-后四十回"}
+
+
+def test_messages_count_one_chapter_and_one_passage_in_the_singular(tmp_path):
+    from selfinstruct_local.corpus import corpus_changes, corpus_record, select_chapters
+
+    path = write(tmp_path / "one.txt", "第一回 一\n\n只有一段文字。\n")
+    passages = load_corpus(path)
+    with pytest.raises(SigenError) as caught:
+        select_chapters(passages, [(2, 2)])
+    assert str(caught.value).endswith("it has 1 chapter (1)")
+    record = corpus_record(path, passages)
+    cut_otherwise = {**record, "fingerprint": "0", "passages": 2}
+    assert corpus_changes(cut_otherwise, record) == ["the same files now make 1 passage, not 2"]
 
 
 def test_missing_or_empty_corpus(tmp_path):
