@@ -175,7 +175,51 @@ def test_damaged_utf8_names_file_offset_and_line(tmp_path):
     assert str(path) in message
     line = good[:cut].count(b"\n") + 1
     assert f"offset {cut}" in message and f"line {line}," in message
-    assert "UTF-8" in message and "Re-save" in message
+    assert "not valid UTF-8" in message and "save the file as UTF-8" in message
+    assert "damaged there" in message  # \xff reads as nothing in GBK either
+
+
+@pytest.mark.parametrize("script", ["en", "zh"])
+def test_a_gbk_sentence_far_into_a_utf8_file_is_named_where_it_is(tmp_path, script):
+    """Recorded: a UTF-8 file with one sentence saved as GBK 290 KB in was reported at a valid
+    heading on line 1 ("neither UTF-8 nor GBK"), since its few UTF-8 dashes were outnumbered by
+    the GBK bytes. The error names the first bad byte, its line, and what it reads as in GBK."""
+    if script == "en":
+        chapter = "Chapter {n} — The Light\n\n" + "The keeper lit the lamp at dusk. " * 400
+    else:
+        chapter = "第{n}回 灯下\n\n" + "\u3000\u3000石生独自上山采药，忽然下起雨来。\n" * 350
+    data = ("\n\n".join(chapter.format(n=n) for n in range(1, 31)) + "\n").encode()
+    at = data.index(b"\n", 290_000) + 1
+    before = data[:at]
+    sentence = "一时宝玉听了这话，心中大不自在。"  # 一时: GBK D2 BB CA B1, valid as UTF-8
+    path = tmp_path / "我的 语料" / "mixed.txt"
+    path.parent.mkdir()
+    path.write_bytes(before + sentence.encode("gbk") + b"\n" + data[at:])
+    with pytest.raises(SigenError) as err:
+        load_corpus(path)
+    message = str(err.value)
+    # 一时 read as UTF-8 are two valid characters (һʱ): the first bad byte comes after them.
+    offset = len(before) + 4
+    line = before.count(b"\n") + 1
+    assert message.startswith(f"{path}: byte 0x{sentence.encode('gbk')[4]:02X} at offset "
+                              f"{offset} (line {line}, byte 5 of the line) is not valid UTF-8")
+    assert f"read as GBK, the text from there says “{sentence[:24]}”" in message
+    assert message.endswith("save the file as UTF-8.")
+
+
+def test_gbk_text_that_starts_like_utf8_is_still_gbk(tmp_path):
+    # In GBK, 一时只见 (D2 BB CA B1 D6 BB BC FB) reads as three valid UTF-8 characters before
+    # a bad byte: two-byte characters are no sign of UTF-8.
+    text = "\u3000\u3000一时只见宁府中人来请。\n" * 50
+    path = write(tmp_path / "g.txt", text, encoding="gbk")
+    assert load_corpus(path)[0].text.startswith("一时只见宁府中人来请。")
+
+
+def test_english_with_one_gbk_sentence_and_no_other_non_ascii_is_valid_gbk(tmp_path):
+    # Every byte is valid GBK and no UTF-8 character says otherwise: the file is GBK.
+    text = "The keeper lit the lamp at dusk. " * 200 + "\n\n宝玉听了这话。\n"
+    path = write(tmp_path / "g.txt", text, encoding="gbk")
+    assert load_corpus(path)[-1].text.endswith("宝玉听了这话。")
 
 
 def test_damaged_utf8_with_bom_reports_the_offset_in_the_file(tmp_path):
