@@ -58,8 +58,8 @@ Answer = Reply | Callable[[dict, dict], Reply]
 class FakeOpenAIServer:
     """`with FakeOpenAIServer(models=..., completions=..., chat=...) as server:` serves
     server.url (the API root, ending in /v1) until the block ends. `hits` counts requests per
-    path; `bodies` holds the JSON bodies of the POSTs, in order; `first_post` when the first
-    came (time.monotonic())."""
+    path; `bodies` holds the JSON bodies of the POSTs, in order; `first_post` and `last_post`
+    when the first and the last came (time.monotonic())."""
 
     def __init__(self, models: Answer | None = None, completions: Answer | None = None,
                  chat: Answer | None = None) -> None:
@@ -71,6 +71,7 @@ class FakeOpenAIServer:
         self.hits: Counter[str] = Counter()
         self.bodies: list[tuple[str, dict]] = []
         self.first_post: float | None = None
+        self.last_post: float | None = None
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -94,7 +95,8 @@ class FakeOpenAIServer:
             self.hits[path] += 1
             if body:
                 self.bodies.append((path, body))
-                self.first_post = self.first_post or time.monotonic()
+                self.last_post = time.monotonic()
+                self.first_post = self.first_post or self.last_post
         answer = self.answers.get(path)
         if answer is None:
             return Reply({"error": {"message": f"no route {path}"}}, status=404)

@@ -10,11 +10,11 @@ five. Completions that must go to /v1/completions use the packaged model, render
 from __future__ import annotations
 
 import base64
-import itertools
 import time
 
 import pytest
 
+from selfinstruct_local.engines.base import Request
 from tests.conftest import sigen
 from tests.fake_openai import (
     BROKEN_JSON,
@@ -25,6 +25,7 @@ from tests.fake_openai import (
     completion,
     model_list,
 )
+from tests.scripted import ScriptedEngine
 
 API_KEY, USER, PASSWORD = "sk-test-4f9a7c", "alice", "hunter2-pw"
 SERVED_ONLY = "Qwen/Qwen2.5-72B"
@@ -97,14 +98,14 @@ def test_garbage_completions_stop_the_run_promptly_and_say_so(tmp_path, reply, r
     then an error quoting the endpoint and the reply, in seconds, not --server-timeout's 20."""
     with FakeOpenAIServer(completions=reply) as server:
         result, ended = run_against(server.url, tmp_path, PACKAGED)
-        first_post = server.first_post
     assert_clean_error(result, f"error: {server.url} answered /v1/completions with something "
                        f"that is not a completion ({reason}): '{start}",
                        "3 times in a row", "Check that --base-url is the API root")
     assert "no server answered" not in result.stderr
-    # Stopped in the seconds a few retries take (and the run's own shutdown, slower on a busy
-    # machine), long before the 20 s of --server-timeout.
-    assert first_post is not None and ended - first_post < 10
+    # Given up in the seconds a few retries take (about 1.5 s), not retried for --server-timeout's
+    # 20 s; the run then stops at once (its shutdown is slower on a busy machine).
+    assert server.first_post is not None and server.last_post - server.first_post < 5
+    assert ended - server.first_post < 15
 
 
 def test_a_null_chat_content_is_malformed_too(tmp_path):
@@ -114,25 +115,17 @@ def test_a_null_chat_content_is_malformed_too(tmp_path):
                        "completion (its message content is null)")
 
 
-TASKS = ["Name the capital city of Australia.", "Write a haiku about autumn rain on a tin roof.",
-         "Convert 72 degrees Fahrenheit to Celsius and show the steps.",
-         "Explain why the sky looks blue during the day.",
-         "Suggest three names for a bakery that sells only bread."]
-
-
 def scripted_chat_model():
-    """/v1/chat/completions of a model that continues each reply prefix sensibly: a new task
-    after "Task N:", "No" to "Classification:", an example after "Example 1"."""
-    served = itertools.count()
+    """/v1/chat/completions answered by the scripted engine (tests/scripted.py): the user's
+    message, and the reply prefix it continues."""
+    engine = ScriptedEngine(fail=0.0)
 
     def answer(_headers: dict, body: dict) -> Reply:
-        last = body["messages"][-1]
-        prefix = last["content"] if last["role"] == "assistant" else ""
-        if prefix.startswith("Task"):
-            return chat_completion(" " + TASKS[next(served) % len(TASKS)])
-        if prefix.startswith("Classification"):
-            return chat_completion(" No")
-        return chat_completion("Input: <none>\nOutput: A short, correct answer to the task.\n")
+        messages = body["messages"]
+        prefix = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+        request = Request(prompt=messages[0]["content"], assistant_prefix=prefix,
+                          seed=body.get("seed"), stop=tuple(body.get("stop") or ()))
+        return chat_completion(engine.answer(request).text)
     return answer
 
 
