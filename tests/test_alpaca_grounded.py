@@ -278,6 +278,36 @@ def test_outputs_that_copy_the_passage_or_the_rules_are_dropped():
     assert [why for _, why in dropped] == ["copied_input", "copied_prompt"]
 
 
+def test_instructions_that_copy_a_sentence_of_the_passage_are_rejected_and_counted(tmp_path):
+    """Screened with the method's own check over a real context: the task's input is the
+    passage, and an instruction that copies a sentence of it is `copied_passage`."""
+    from collections import Counter
+
+    from selfinstruct_local.config import RunConfig
+    from selfinstruct_local.dedup import NearDupIndex
+    from selfinstruct_local.methods import alpaca_grounded
+    from selfinstruct_local.methods.grounded import passage_record
+    from selfinstruct_local.pipeline.screen import screen
+    from selfinstruct_local.pipeline.stages import Context
+    from selfinstruct_local.pipeline.state import RunState
+    from selfinstruct_local.plan import CorpusPlan
+    from selfinstruct_local.runstore import RunStore
+
+    corpus = CorpusPlan(tmp_path / "hlm.txt", (EN_PASSAGE,), tuple(EN_KINDS), max_repeats=3,
+                        passage_chars=600, record={})
+    ctx = Context(RunConfig(lang="en", num_instructions=10), EN, (), RunState(),
+                  RunStore(tmp_path), NearDupIndex(), corpus=corpus)
+    method = alpaca_grounded.method(ctx)
+    copied = "She did not tell her son Tobias how little oil there was. Why not?"
+    asked = "Why does Martha not tell Tobias how little oil there was?"
+    rows = [screen(ctx, method, {"instruction": text, "input": EN_PASSAGE.text,
+                                 "output": "Because she did not want to frighten him.",
+                                 "passage": passage_record(EN_PASSAGE)}, 1)
+            for text in (copied, asked)]
+    assert [row.get("reason") for row in rows] == ["copied_passage", None]
+    assert ctx.state.reject_reasons == Counter(copied_passage=1)
+
+
 # -- recorded from the packaged model ----------------------------------------------------------
 @pytest.mark.parametrize(("lang", "prompts"), [("zh", ZH), ("en", EN)])
 def test_recorded_completions_of_the_packaged_model(lang, prompts):

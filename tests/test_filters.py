@@ -6,6 +6,7 @@ from selfinstruct_local.pipeline.filters import (
     BLACKLIST,
     blacklisted_word,
     check_instruction,
+    copies_passage,
     filter_instances,
     reason_key,
     starts_with_punctuation,
@@ -107,3 +108,62 @@ def test_open_ended_task_keeps_its_first_answer():
     kept, dropped = filter_instances([Instance("", "Walk daily."), Instance("", "Sleep well.")])
     assert kept == [Instance("", "Walk daily.")]
     assert [why for _, why in dropped] == ["conflicting_outputs"]
+
+
+# -- tasks that copy their passage -----------------------------------------------------------
+# 《红楼梦》 chapter 23 as the corpus cuts it (its quotes and stops as the file has them), and a
+# passage of the English test corpus.
+HLM_23 = ("林黛玉听了，倒也十分感慨缠绵，便止住步侧耳细听，又听唱道是：“良辰美景奈何天，"
+          "赏心乐事谁家院．\"听了这两句，不觉点头自叹，心下自思道：“原来戏上也有好文章．可惜世人"
+          "只知看戏，未必能领略这其中的趣味。”想毕，又后悔不该胡想，耽误了听曲子．又侧耳时，只听"
+          "唱道：“则为你如花美眷，似水流年……\"林黛玉听了这两句，不觉心动神摇．")
+GULL_ROCK = ("Martha Quill had kept the light on Gull Rock for eleven years when the supply boat "
+             "failed to come. She did not tell her son Tobias how little oil there was.")
+
+
+@pytest.mark.parametrize("task", [
+    "林黛玉为什么听了这几句曲文就心动神摇？",  # the kind of task a 7B model writes
+    "“原来戏上也有好文章”这句话透露了黛玉怎样的心思？",  # a quoted phrase (9 characters)
+    "黛玉说“可惜世人只知看戏”，她以为戏里有什么趣味？",
+    "把“良辰美景奈何天，赏心乐事谁家院”改写成现代白话。",  # a quoted line to rewrite: 14
+    "“则为你如花美眷，似水流年”出自哪部戏？是什么意思？",
+    "根据原文，说说林黛玉听曲时心情有什么变化。",
+])
+def test_chinese_tasks_that_quote_a_phrase_or_a_line_to_work_on_are_kept(task):
+    assert copies_passage(task, HLM_23) is None
+
+
+@pytest.mark.parametrize("task", [
+    "林黛玉听了这两句，不觉心动神摇．",  # a sentence of the passage as the task
+    "可惜世人只知看戏，未必能领略这其中的趣味。黛玉为什么这样想？",  # 19 characters, unquoted
+    "“原来戏上也有好文章．可惜世人只知看戏，未必能领略这其中的趣味。”？",  # quotes, no task
+    "又后悔不该胡想",  # a fragment (7 of 7 characters copied)
+    "林黛玉听了，倒也十分感慨缠绵，便止住步侧耳细听，她听到了什么？",  # 17 copied, unquoted
+    f"解释“{HLM_23[:80]}”。",  # a quotation of 5 sentences' worth or more
+])
+def test_chinese_tasks_that_copy_a_sentence_of_the_passage_are_rejected(task):
+    assert copies_passage(task, HLM_23) == "copied_passage"
+
+
+@pytest.mark.parametrize("task", [
+    "Why does Martha hide the oil from Tobias?",
+    "Why does Martha not tell Tobias how little oil there was?",  # 6 words in a row: kept
+    "When the supply boat failed to come, what did Martha do?",  # 7 words in a row: kept
+    "What does 'failed to come' tell us about the supply boat?",
+    "Rewrite 'Martha Quill had kept the light on Gull Rock for eleven years' in plain modern "
+    "English.",  # a quoted sentence to work on, 12 words
+    "Describe Martha's eleven years on Gull Rock and the keepers' worries.",  # apostrophes
+])
+def test_english_tasks_that_quote_a_phrase_or_a_sentence_to_work_on_are_kept(task):
+    assert copies_passage(task, GULL_ROCK) is None
+
+
+@pytest.mark.parametrize("task", [
+    "She did not tell her son Tobias how little oil there was.",
+    "Martha Quill had kept the light on Gull Rock for eleven years. Why?",  # 12 words unquoted
+    "What did Martha do for eleven years when the supply boat failed?",  # 8 words in a row
+    "The supply boat failed to come.",  # all of it copied (6 of 6 words)
+    "'She did not tell her son Tobias how little oil there was.'",  # quoted, no task around
+])
+def test_english_tasks_that_copy_a_sentence_of_the_passage_are_rejected(task):
+    assert copies_passage(task, GULL_ROCK) == "copied_passage"

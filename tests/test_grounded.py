@@ -252,3 +252,17 @@ def test_chinese_near_duplicates_of_the_pool_are_rejected(tmp_path):
     kept = accept([seed, fresh, fresh + "", fresh[:-1] + "！"])
     assert [r["instruction"] for r in kept] == [fresh]
     assert [r["reason"] for r in ctx.store.read("rejected.jsonl")] == ["near_duplicate"] * 3
+
+
+def test_a_task_that_copies_a_sentence_of_its_passage_is_rejected_and_counted(tmp_path):
+    """The candidate carries its passage as its input; a task that copies a sentence of it is
+    `copied_passage`, one that quotes a phrase of it is kept."""
+    ctx, accept = screening(tmp_path)
+    about_it = {**grounded_payload(PASSAGE.id), "input": PASSAGE.text}
+    copied = "士隐乃读书之人，不惯生理稼穑等事，他后来怎样了？"  # 15 characters of the passage
+    quoting = "“不惯生理稼穑等事”说的是士隐什么样的处境？"
+    kept = accept([copied, quoting], [about_it, about_it])
+    assert [r["instruction"] for r in kept] == [quoting]
+    assert [(r["instruction"], r["reason"]) for r in ctx.store.read("rejected.jsonl")] == [
+        (copied, "copied_passage")]
+    assert ctx.state.reject_reasons == Counter(copied_passage=1)

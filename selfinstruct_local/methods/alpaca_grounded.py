@@ -7,8 +7,9 @@
    character's inner voice). The model writes an instruction and an output per task; the input
    is the passage (the prompt and the parser are below).
 No further request: a task's one instance is filtered like any other (it must not copy the
-passage or the prompt). Near-duplicates are looked for among the tasks about the same passage,
-and a generic instruction is kept at most --max-repeats times in the run (grounded.Grounding).
+passage or the prompt), and its instruction must not copy a sentence of the passage.
+Near-duplicates are looked for among the tasks about the same passage, and a generic
+instruction is kept at most --max-repeats times in the run (grounded.Grounding).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from selfinstruct_local.engines import Completion, Request
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.methods.alpaca import TASKS_PER_PROMPT, task_blocks
 from selfinstruct_local.methods.grounded import Grounding, passage_record
-from selfinstruct_local.pipeline.filters import copies_prompt
+from selfinstruct_local.pipeline.filters import copies_passage, copies_prompt
 from selfinstruct_local.pipeline.stages import Context, Method, Source
 from selfinstruct_local.prompts import PromptSet
 from selfinstruct_local.seeds import Instance
@@ -43,7 +44,8 @@ def method(ctx: Context) -> Method:
 
     def check(ctx: Context, candidate: dict) -> str | None:
         text = candidate["instruction"]
-        return copies_request(ctx.prompts, text, kinds) or grounding.repeats.check(text)
+        return (copies_request(ctx.prompts, text, kinds) or copies_passage(text, candidate["input"])
+                or grounding.repeats.check(text))
 
     def own_instance(ctx: Context, task: dict) -> list[Instance]:
         task["is_classification"] = False  # reading and writing tasks, answered in prose

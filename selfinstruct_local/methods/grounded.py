@@ -12,7 +12,7 @@
 A task is compared for near-duplicates with the tasks about the same passage only (`Grounding`),
 so the same question about different passages is kept while a question repeated about the same
 passage is not; a generic instruction is kept at most --max-repeats times in the run; a task that
-restates its kind's description is rejected.
+restates its kind's description, or copies a sentence of its passage, is rejected.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from selfinstruct_local.corpus import Passage, PassageSampler
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import Completion, Request
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.pipeline.filters import copies_prompt
+from selfinstruct_local.pipeline.filters import copies_passage, copies_prompt
 from selfinstruct_local.pipeline.parsing import clean_item
 from selfinstruct_local.pipeline.repeats import RepeatCap
 from selfinstruct_local.pipeline.stages import Context, Method, Source, Step
@@ -56,7 +56,9 @@ def method(ctx: Context) -> Method:
         return built, {"input": passage.text, "passage": passage_record(passage), "kind": kind}
 
     def check(ctx: Context, candidate: dict) -> str | None:
-        return restates_kind(ctx, candidate) or grounding.repeats.check(candidate["instruction"])
+        text = candidate["instruction"]
+        return (restates_kind(ctx, candidate) or copies_passage(text, candidate["input"])
+                or grounding.repeats.check(text))
 
     return Method(
         name="grounded",

@@ -223,6 +223,65 @@ def copies_input(inp: str, out: str) -> bool:
     return match.size >= COPIED_INPUT_SHARE * len(b)
 
 
+# A task about a passage may quote a name or a phrase of it ("Why does Baoyu say '...'?"); one
+# that copies a sentence of it hands the model the passage's text instead of a task. A
+# sentence's worth is a run of 12 CJK characters or 8 words (mixed runs pro rata) in the same
+# order as in the passage, punctuation, spacing and case aside.
+COPIED_RUN = (12, 8)
+# A quotation is allowed a longer run when the task has words of its own around it (4 CJK
+# characters or 3 words: 是什么意思, "What does ... mean"): rewriting or explaining a line is
+# what the modern and allusion kinds ask for. Up to 5 sentences' worth (60 CJK characters, 40
+# words), a sentence or two of classical prose; more is the passage copied into the task.
+OWN_WORDS = (4, 3)
+MAX_QUOTED_RUNS = 5
+MIN_MOSTLY_TOKENS = 5  # a copied stretch this long that is most of the task (COPIED_INPUT_SHARE)
+# Quotation marks, Chinese and English; a single quote opens or closes only away from letters,
+# so the apostrophes of "Baoyu's" and "keepers'" are not quotes.
+_QUOTATION = re.compile(r"“[^“”]*”|「[^「」]*」|『[^『』]*』|‘[^‘’]*’|\"[^\"]*\""
+                        r"|(?<!\w)'[^']*'(?!\w)")
+
+
+def _worth(tokens: list[str], unit: tuple[int, int]) -> float:
+    """How many `unit`s (CJK characters, words) the tokens make, CJK and other counted apart."""
+    cjk = sum(1 for t in tokens if is_cjk_char(t))
+    return cjk / unit[0] + (len(tokens) - cjk) / unit[1]
+
+
+def _longest_run(tokens: list[str], passage: list[str]) -> list[str]:
+    """The longest run of `tokens` that appears in `passage` as it is."""
+    match = SequenceMatcher(None, tokens, passage, autojunk=False).find_longest_match(
+        0, len(tokens), 0, len(passage))
+    return tokens[match.a:match.a + match.size]
+
+
+def copies_passage(instruction: str, passage: str) -> str | None:
+    """'copied_passage' when a task about `passage` copies it instead of asking about it:
+
+    - a sentence's worth of the passage (COPIED_RUN) outside quotation marks;
+    - a copied stretch of at least MIN_MOSTLY_TOKENS tokens that is most (COPIED_INPUT_SHARE) of
+      the words outside quotation marks;
+    - a quotation of more than MAX_QUOTED_RUNS sentences' worth.
+
+    A task without words of its own around its quotations (OWN_WORDS) is judged whole, quotation
+    marks and all: “<a sentence>”？ is a copied sentence. Quoting a name, a phrase, or a line the
+    task asks about is a good task and is kept.
+    """
+    theirs = tokenize(passage)
+    own_parts = [tokenize(part) for part in _QUOTATION.split(instruction)]
+    own = [t for part in own_parts for t in part]
+    quotations = [tokenize(q.group()[1:-1]) for q in _QUOTATION.finditer(instruction)]
+    if _worth(own, OWN_WORDS) < 1:  # no task around the quotations: judge it all as copied
+        own_parts, own, quotations = [tokenize(instruction)], tokenize(instruction), []
+    for part in own_parts:
+        run = _longest_run(part, theirs)
+        if _worth(run, COPIED_RUN) >= 1 or (
+                len(run) >= MIN_MOSTLY_TOKENS and len(run) >= COPIED_INPUT_SHARE * len(own)):
+            return "copied_passage"
+    if any(_worth(_longest_run(q, theirs), COPIED_RUN) > MAX_QUOTED_RUNS for q in quotations):
+        return "copied_passage"
+    return None
+
+
 def copy_key(text: str) -> str:
     """Text folded for the copied-example check: case, spacing and wrapping quotes ignored."""
     return " ".join(text.casefold().split()).strip("\"'“”‘’「」 ")
