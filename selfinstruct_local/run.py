@@ -51,7 +51,12 @@ def execute_run(request: RunConfig, reporter: Reporter, force: bool = False,
     run = open_run(plan, reporter)
     if run is None:
         return plan.output
-    engine = load_engine(plan.engine, reporter, run.store.root)
+    try:
+        engine = load_engine(plan.engine, reporter, run.store.root)
+    except KeyboardInterrupt:
+        reporter.notice("Interrupted while the model was loading; nothing was generated. Run "
+                        "the same command again to start.")
+        raise
     return generate(plan, run, engine, reporter, started)
 
 
@@ -109,7 +114,8 @@ def build_context(plan: Plan, store: RunStore, state: RunState) -> Context:
     return Context(plan.config, plan.prompts, plan.seed_tasks, state, store, index,
                    temperature=plan.temperature, top_p=plan.top_p,
                    examples=instance_examples(plan.prompts),
-                   context_len=plan.engine.spec.max_model_len, corpus=plan.corpus)
+                   context_len=plan.engine.spec.max_model_len, corpus=plan.corpus,
+                   starting=plan.starting)
 
 
 def generate(plan: Plan, run: OpenRun, engine, reporter: Reporter, started: float) -> Path:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 
 from selfinstruct_local.engines.base import (
     VLLM_MISSING,
@@ -41,6 +44,29 @@ def load_vllm(spec: ModelSpec, options: EngineOptions):
 FEW_CORES = 4  # at most this many usable cores: every one of them computes
 
 
+@contextlib.contextmanager
+def noting_ctrl_c() -> Iterator[list[bool]]:
+    """Notes a Ctrl-C that arrives while the engine loads (and handles it as before). A
+    terminal's Ctrl-C reaches vLLM's worker processes too, which then fail, often before this
+    process sees its KeyboardInterrupt: that failure is the interrupt, not a failed start."""
+    seen: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame) -> None:
+        seen.append(True)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGINT, handler if previous != signal.SIG_IGN else previous)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -65,13 +91,15 @@ class VLLMEngine:
         try:
             # vLLM prints at import, and its engine-core process inherits the descriptors
             # that are current when it starts: both happen inside this window (enginelog.py).
-            with output_to(self.log_path):
+            with output_to(self.log_path), noting_ctrl_c() as interrupted:
                 self._start(spec, options)
         except SigenError:
             self._watchdog.close()  # ends what the failed start left running
             raise
         except Exception as exc:
             self._watchdog.close()
+            if interrupted:  # vLLM's workers got the terminal's Ctrl-C too, and failed first
+                raise KeyboardInterrupt from None
             raise SigenError(start_failure("vLLM", self.log_path, log_start,
                                            f"{type(exc).__name__}: {exc}".rstrip(": "))) from exc
         logger_to("vllm", self.log_path)  # what it logs from this process from now on
