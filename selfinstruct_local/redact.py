@@ -6,6 +6,7 @@ message get the redacted forms made here.
 
 from __future__ import annotations
 
+import re
 import shlex
 from urllib.parse import urlsplit, urlunsplit
 
@@ -57,3 +58,29 @@ def redact_argv(argv: list[str]) -> list[str]:
 def shell_command(argv: list[str]) -> str:
     """A command a user can paste into a shell: each argument quoted where it needs to be."""
     return shlex.join(argv)
+
+
+def public_url(url: str) -> str:
+    """The URL without credentials, for logs and the manifest (never raises: a URL that does
+    not parse loses whatever stands before an @ in it)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return without_credentials(url)
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def without_credentials(text: str) -> str:
+    """A URL that may not parse, without whatever stands between // and its last @."""
+    return re.sub(r"//.*@", "//", text, count=1)
+
+
+def mask_secrets(text: str, secrets: list[str]) -> str:
+    """Server text (an error message, a reply quoted) with the secrets sent to it masked: a
+    hostile server may echo the API key back."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

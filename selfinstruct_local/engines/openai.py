@@ -29,12 +29,11 @@ import asyncio
 import base64
 import contextlib
 import random
-import re
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -55,6 +54,7 @@ from selfinstruct_local.engines.openai_replies import (
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable
 from selfinstruct_local.models import ModelSpec
+from selfinstruct_local.redact import mask_secrets, public_url, without_credentials
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 DROP_AFTER = 3  # failures in a row that take a server out of rotation
@@ -66,26 +66,9 @@ CONNECT_TIMEOUT = 10.0
 # server that died shows up sooner, as refused or reset connections.
 ANSWER_TIMEOUT = 900.0
 MALFORMED_TRIES = 3  # 200 replies in a row that are not a completion before a request gives up
+MIN_MASKED = 4  # shorter user names are not masked in server text (see url_credentials)
 CHECK_BASE_URL = ("Check that --base-url is the API root of an OpenAI-compatible server (for "
                   "vLLM, SGLang, llama.cpp: http://HOST:PORT/v1)")
-
-
-def public_url(url: str) -> str:
-    """The URL without credentials, for logs and the manifest (never raises: a URL that does
-    not parse loses whatever stands before an @ in it)."""
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "", parts.port
-    except ValueError:
-        return without_credentials(url)
-    host = f"[{host}]" if ":" in host else host  # an IPv6 address
-    netloc = f"{host}:{port}" if port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def without_credentials(text: str) -> str:
-    """A URL that may not parse, without whatever stands between // and its last @."""
-    return re.sub(r"//.*@", "//", text, count=1)
 
 
 def url_credentials(url: str) -> list[str]:
@@ -97,7 +80,9 @@ def url_credentials(url: str) -> list[str]:
     user, password = parts.username, parts.password
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     written = parts.userinfo.decode().split(":", 1)
-    return [s for s in {user, password, token, *written} if s]
+    # A user name of a few letters is left alone: masking "u" would mangle every message.
+    return [s for s in {user, password, token, *written}
+            if s and (len(s) >= MIN_MASKED or s not in (user, written[0]))]
 
 
 def url_problem(url: str) -> str | None:
@@ -140,14 +125,6 @@ def parse_base_urls(text: str | None) -> tuple[str, ...]:
         raise SigenError("--base-url lists a server twice: "
                          f"{','.join(public_url(u) for u in urls)}")
     return urls
-
-
-def mask_secrets(text: str, secrets: list[str]) -> str:
-    """Server text (an error message, a reply quoted) with the secrets sent to it masked: a
-    hostile server may echo the API key back."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 def backoff_seconds(attempt: int, rng: random.Random) -> float:
