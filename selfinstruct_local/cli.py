@@ -289,11 +289,13 @@ RunDir = Annotated[Path, typer.Argument(help="A run directory written by `sigen 
 @app.command()
 def stats(run_dir: RunDir) -> None:
     """Summarize a run (counts, reasons, lengths, diversity); write report.md with plots."""
-    from selfinstruct_local.report import format_summary, summarize, write_report
+    from selfinstruct_local.report import format_summary, save_report, summary_of
+    from selfinstruct_local.runstore import load_run
 
     _note_if_being_written(run_dir)
-    summary = summarize(run_dir)
-    path = write_report(run_dir)  # first, so that `sigen stats DIR | head` still writes it
+    run = load_run(run_dir)  # once: its warnings are printed once
+    summary = summary_of(run)
+    path = save_report(run, summary)  # first, so that `sigen stats DIR | head` still writes it
     print(format_summary(summary))
     print(f"report: {path}")
 
@@ -438,6 +440,10 @@ def decontaminate(
     print(f"{meta['contaminated']} of {meta['tasks_checked']} tasks overlap a benchmark "
           f"({n} words / {n_chars} characters) -> {run_dir / 'contamination.jsonl'} in "
           f"{time.perf_counter() - started:.1f} s")
+    files = meta["benchmarks"]
+    print(f"{run_dir} is now checked against {len(files)} benchmark file"
+          f"{'s' * (len(files) != 1)} ({', '.join(files)}): {meta['flagged']} of "
+          f"{meta['tasks_checked']} tasks overlap one, and `sigen export` leaves them out.")
 
 
 

@@ -1,7 +1,8 @@
 """The PNG plots of report.md, drawn from `report.summarize`'s result with matplotlib.
 
-matplotlib is optional (the [report] extra): report.py imports this module only when it writes
-a report, after checking that matplotlib is there.
+matplotlib is optional (the [report] extra): it is imported only while a plot is drawn, which
+report.py does after checking that matplotlib is there. Everything a plot shows comes from the
+summary (the similarity bins' edges included), so this module needs nothing from report.py.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 
-from selfinstruct_local.report import SIM_BIN_WIDTH, SIM_BINS, num
+from selfinstruct_local.readable import num
 
 
 def render_plots(summary: dict, instruction_lengths: list[int],
@@ -61,11 +62,12 @@ def _similarity_plot(summary: dict) -> bytes:
     ax = figure.add_subplot()
     bins = summary["max_similarity"]
     total = sum(b["count"] for b in bins)
-    bars = ax.bar([b["low"] for b in bins], [b["count"] for b in bins], width=SIM_BIN_WIDTH,
-                  align="edge", color="#4c72b0", edgecolor="white")
+    bars = ax.bar([b["low"] for b in bins], [b["count"] for b in bins],
+                  width=[b["high"] - b["low"] for b in bins], align="edge", color="#4c72b0",
+                  edgecolor="white")
     ax.bar_label(bars, labels=[str(b["count"]) if b["count"] else "" for b in bins], padding=2)
-    ax.set_xlim(0, SIM_BINS * SIM_BIN_WIDTH)
-    ax.set_xticks([round(i * SIM_BIN_WIDTH, 1) for i in range(SIM_BINS + 1)])
+    ax.set_xlim(bins[0]["low"], bins[-1]["high"])
+    ax.set_xticks([b["low"] for b in bins] + [bins[-1]["high"]])
     ax.set_xlabel("ROUGE-L F of the most similar instruction in the pool (seeds + earlier ones)")
     ax.set_ylabel("accepted instructions")
     ax.set_title(f"Highest ROUGE-L with the pool (n={total})")

@@ -1,37 +1,29 @@
 """`sigen stats`: what a run produced, as a terminal table and as report.md with PNG plots
 (drawn by plots.py).
 
-The run directory is only read, never repaired: a report may be taken while `sigen run` is still
-appending to it, so a torn last line is skipped here instead of being cut from the file (which is
-what `RunStore.read` does, and what a resume does anyway). The only files written are report.md
-and its plots, each replaced atomically.
+The run directory is only read (runstore.load_run), never repaired: a report may be taken while
+`sigen run` is still appending to it, so a torn last line is skipped here instead of being cut
+from the file (which a resume does). The only files written are report.md and its plots, each
+replaced atomically.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.plots import render_plots
 from selfinstruct_local.quality.gate import contamination_summary, judge_summary, task_ids
-from selfinstruct_local.runstore import (
-    INSTANCES,
-    INSTRUCTIONS,
-    MANIFEST,
-    REJECTED,
-    RunStore,
-    write_atomic,
-)
+from selfinstruct_local.readable import num
+from selfinstruct_local.runstore import REPORT, Run, load_run, write_atomic
 from selfinstruct_local.text import count_words, is_cjk_char, tokenize
 
-REPORT = "report.md"
 PLOTS = {
     "similarity": "report-max-rouge.png",
     "instruction_length": "report-instruction-length.png",
@@ -46,55 +38,6 @@ TOP_VERBS = 10
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-# -- reading a run -------------------------------------------------------------------------
-
-
-def read_rows(path: Path, warn: Callable[[str], None] = _stderr) -> list[dict]:
-    """Rows of a JSONL file without modifying it; a torn last line is skipped with a warning."""
-    return RunStore(path.parent).read(path.name, warn, repair=False)
-
-
-@dataclass
-class Run:
-    root: Path
-    manifest: dict
-    instructions: list[dict]  # accepted, in file order
-    instances: list[dict]  # only those of accepted instructions
-    rejected: list[dict]
-
-
-def load_run(run_dir: Path | str, warn: Callable[[str], None] = _stderr) -> Run:
-    """Read a run directory; SigenError if it is not one."""
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise SigenError(f"{root} is not a directory; give the run directory of `sigen run`")
-    manifest_path, instructions_path = root / MANIFEST, root / INSTRUCTIONS
-    manifest: dict | None = None
-    if manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise SigenError(f"{manifest_path}: not valid JSON; the run directory is "
-                             "damaged") from None
-    # The pipeline creates machine_instructions.jsonl with its first accepted instruction, so a
-    # run that has accepted nothing yet legitimately lacks it; the manifest tells which case it is.
-    empty_run = manifest is not None and (manifest.get("counts") or {}).get("accepted") == 0
-    missing = [p.name for p in (manifest_path, instructions_path)
-               if not p.exists() and not (p is instructions_path and empty_run)]
-    if missing:
-        raise SigenError(f"{root} is not a complete sigen run directory: {' and '.join(missing)} "
-                         f"{'is' if len(missing) == 1 else 'are'} missing")
-    if not isinstance(manifest, dict):
-        raise SigenError(f"{manifest_path}: not a JSON object; the run directory is damaged")
-    instructions = read_rows(instructions_path, warn)
-    accepted = {row.get("id") for row in instructions}
-    # Instance rows are written just before their instruction row: rows whose instruction is not
-    # (yet) accepted belong to work in flight or cut short by a crash, and are not part of the data.
-    instances = [r for r in read_rows(root / INSTANCES, warn)
-                 if r.get("instruction_id") in accepted]
-    return Run(root, manifest, instructions, instances, read_rows(root / REJECTED, warn))
 
 
 # -- the summary ---------------------------------------------------------------------------
@@ -153,10 +96,11 @@ def _by_round(rows: list[dict]) -> dict[int, dict[str, int]]:
 def summarize(run_dir: Path | str, warn: Callable[[str], None] = _stderr) -> dict:
     """Counts, reasons, classification share, lengths, leading verbs and diversity of a run
     (JSON-serializable: `sigen run` stores it in manifest.json)."""
-    return _summary(load_run(run_dir, warn))
+    return summary_of(load_run(run_dir, warn), warn)
 
 
-def _summary(run: Run) -> dict:
+def summary_of(run: Run, warn: Callable[[str], None] = _stderr) -> dict:
+    """`summarize` for a run already read."""
     manifest, instructions, instances = run.manifest, run.instructions, run.instances
     rejected = [r for r in run.rejected if r.get("stage") != "instance"]
     dropped = [r for r in run.rejected if r.get("stage") == "instance"]
@@ -202,8 +146,9 @@ def _summary(run: Run) -> dict:
         "max_similarity": _similarity_bins(
             [float(r.get("max_similarity") or 0.0) for r in instructions]),
         # None unless `sigen judge` / `sigen decontaminate` ran on the run.
-        "judge": judge_summary(run.root, task_ids(instances)),
-        "contamination": contamination_summary(run.root),
+        "judge": judge_summary(run.root, task_ids(instances), warn),
+        "contamination": contamination_summary(run.root, warn),
+        "evolution": evolution_summary(run),  # None unless --method evol
         "tokens_generated": tokens.get("generated"),
         "tokens_prompt": tokens.get("prompt"),
         "engine_seconds": manifest.get("engine_seconds"),
@@ -211,16 +156,27 @@ def _summary(run: Run) -> dict:
     }
 
 
+def evolution_summary(run: Run) -> dict | None:
+    """--method evol: per generation and per operation, the evolutions decided (accepted, or
+    rejected for a reason; those kept out only by the target are left out) and how many
+    survived. None for a run whose rows record no generation."""
+    decided = run.instructions + [r for r in run.rejected if r.get("stage") == "instruction"
+                                  and r.get("reason") != "target_reached"]
+    decided = [r for r in decided if isinstance(r.get("generation"), int)
+               and isinstance(r.get("operation"), str)]
+    if not decided:
+        return None
+    survived = {r.get("id") for r in run.instructions}
+
+    def by(key: str) -> list[dict]:
+        tried, kept = Counter(r[key] for r in decided), Counter(
+            r[key] for r in decided if "reason" not in r and r.get("id") in survived)
+        return [{key: k, "evolved": tried[k], "survived": kept[k]} for k in sorted(tried)]
+
+    return {"by_generation": by("generation"), "by_operation": by("operation")}
+
+
 # -- rendering -----------------------------------------------------------------------------
-
-
-def num(value: object) -> str:
-    """A number for people: thousands separators, no trailing zeros, "-" for none."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.2f}".rstrip("0").rstrip(".") if value % 1 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _seconds(value: float | None) -> str:
@@ -279,7 +235,16 @@ def _tables(s: dict) -> list[Table]:
         [f"{b['low']:.1f}-{b['high']:.1f}", str(b["count"]), _pct(b["count"], n)]
         for b in s["max_similarity"]
     ]))
-    return tables + _quality_tables(s)
+    return tables + _evolution_tables(s) + _quality_tables(s)
+
+
+def _evolution_tables(s: dict) -> list[Table]:
+    if (e := s.get("evolution")) is None:
+        return []
+    return [(f"Evolutions by {key}", [key, "evolved", "survived", "share"],
+             [[str(row[key]), str(row["evolved"]), str(row["survived"]),
+               _pct(row["survived"], row["evolved"])] for row in e[f"by_{key}"]])
+            for key in ("generation", "operation")]
 
 
 def _quality_tables(s: dict) -> list[Table]:
@@ -295,11 +260,16 @@ def _quality_tables(s: dict) -> list[Table]:
             [f">= {a['score']}", str(a["count"]), _pct(a["count"], j["tasks"])]
             for a in j["at_least"]]))
     if (c := s.get("contamination")) is not None:
-        rows = [[name, str(n)] for name, n in (c["by_file"] or {}).items()]
-        rows.append(["any", f"{c['contaminated']} of {c['tasks_checked']} checked"])
-        tables.append((f"Benchmark overlap ({c['n_words']} words / {c['n_chars']} characters)",
-                       ["benchmark", "tasks"], rows))
+        rows = [[b["file"], str(b["tasks"]), _ngram_size(b)] for b in c["benchmarks"]]
+        rows.append(["any", f"{c['contaminated']} of {num(c['tasks_checked'])} checked", ""])
+        tables.append(("Benchmark overlap", ["benchmark", "tasks", "n-gram"], rows))
     return tables
+
+
+def _ngram_size(check: dict) -> str:
+    if check["n_words"] is None:
+        return "-"  # a file whose check was not recorded (see quality/flags.py)
+    return f"{check['n_words']} words / {check['n_chars']} characters"
 
 
 def _numeric_columns(rows: list[list[str]]) -> list[bool]:
@@ -359,15 +329,17 @@ _PLOTS_AFTER = {
 def write_report(run_dir: Path | str) -> Path:
     """Write report.md and its PNG plots into the run directory; return report.md's path."""
     run = load_run(run_dir)
+    return save_report(run, summary_of(run))
+
+
+def save_report(run: Run, summary: dict) -> Path:
+    """Write report.md and its plots for a run already read and summarized."""
     try:
         import matplotlib  # noqa: F401  (only to fail early with a helpful message)
     except ImportError:
         raise SigenError(
             "the report's plots need matplotlib: pip install 'selfinstruct-local[report]'"
         ) from None
-    from selfinstruct_local.plots import render_plots  # not at the top: it imports this module
-
-    summary = _summary(run)
     plots = render_plots(summary,
                          [count_words(r["instruction"]) for r in run.instructions],
                          [count_words(r.get("output", "")) for r in run.instances])

@@ -22,6 +22,7 @@ from selfinstruct_local.quality.contamination import (
 )
 from selfinstruct_local.quality.gate import CONTAMINATION, task_ids
 from selfinstruct_local.quality.ngrams import hash_windows, ngrams, split_tokens
+from selfinstruct_local.report import summarize
 from tests.conftest import sigen
 from tests.quality_helpers import write_jsonl, write_run
 
@@ -210,22 +211,53 @@ def test_random_texts_match_brute_force(tmp_path, monkeypatch, seed):
     assert got or seed not in (0, 1)  # the first seeds do overlap (the test has teeth)
 
 
-def test_decontaminate_run_writes_rows_and_replaces_them(tmp_path, benchmarks):
+def rows_of(run):
+    return [json.loads(line) for line in (run / CONTAMINATION).read_text().splitlines()]
+
+
+def test_decontaminate_run_writes_rows_and_replaces_those_of_the_same_files(tmp_path,
+                                                                            benchmarks):
     run = write_run(tmp_path / "run", TASKS)
     meta = decontaminate_run(run, [benchmarks])
-    rows = [json.loads(line) for line in (run / CONTAMINATION).read_text().splitlines()]
+    rows = rows_of(run)
     ids = task_ids(json.loads(line) for line in (run / "instances.jsonl").open())
     assert [r["id"] for r in rows] == [ids[0], ids[1], ids[2], ids[3]]
     assert rows[0]["where"] == "line 2, question" and rows[0]["item_text"] == MOONS
     assert rows[0]["benchmark"] == str(benchmarks / "qa.jsonl") and rows[0]["item"] == 2
     assert (meta["tasks_checked"], meta["contaminated"]) == (len(TASKS), 4)
+    poems = str(benchmarks / "zh" / "poems.json")
     assert meta["by_file"] == {str(benchmarks / "history.txt"): 1,
-                               str(benchmarks / "qa.jsonl"): 2,
-                               str(benchmarks / "zh" / "poems.json"): 1}
-    # Again with a larger n: the file is replaced, not appended to.
-    decontaminate_run(run, [benchmarks / "zh"], n_chars=21)
-    assert (run / CONTAMINATION).read_text() == ""
-    assert not list(run.glob(".*.jsonl*"))  # no temporary file left
+                               str(benchmarks / "qa.jsonl"): 2, poems: 1}
+    # Again against one of the files with a larger n: that file's rows and check are
+    # replaced, the other files' stay, and exports still leave their tasks out.
+    again = decontaminate_run(run, [benchmarks / "zh"], n_chars=21)
+    assert again["by_file"] == {poems: 0} and again["contaminated"] == 0
+    assert again["benchmarks"] == sorted(meta["by_file"]) and again["flagged"] == 3
+    assert [r for r in rows_of(run) if r["benchmark"] != poems] == \
+        [r for r in rows if r["benchmark"] != poems]
+    assert not any(r["benchmark"] == poems for r in rows_of(run))
+    checks = json.loads((run / "contamination.json").read_text())["benchmarks"]
+    assert checks[poems]["n_chars"] == 21 and checks[poems]["flagged"] == 0
+    assert checks[str(benchmarks / "qa.jsonl")]["n_chars"] == 10
+    assert not list(run.glob(".*.json*"))  # no temporary file left
+
+
+def test_a_second_benchmark_adds_its_flags_to_the_first_ones(tmp_path, benchmarks):
+    """The first benchmark's flagged tasks stay out of exports after a check against another
+    (they used to come back), and `sigen stats` lists both benchmarks."""
+    run = write_run(tmp_path / "run", TASKS)
+    first = decontaminate_run(run, [benchmarks / "qa.jsonl"])
+    second = decontaminate_run(run, [benchmarks / "history.txt"])
+    assert (first["contaminated"], second["contaminated"], second["flagged"]) == (2, 1, 3)
+    export = run / "export.jsonl"
+    assert sigen("export", str(run), "-f", "jsonl", "--no-card", timeout=120).returncode == 0
+    kept = {(r["instruction"], r["input"]) for r in map(json.loads, export.open())}
+    assert len(kept) == len(TASKS) - 3
+    assert all(t[:2] not in kept for t in TASKS[:3])
+    stats = summarize(run, warn=lambda _m: None)["contamination"]
+    assert [(b["file"], b["tasks"]) for b in stats["benchmarks"]] == [
+        (str(benchmarks / "qa.jsonl"), 2), (str(benchmarks / "history.txt"), 1)]
+    assert (stats["contaminated"], stats["tasks_checked"]) == (3, len(TASKS))
 
 
 def test_errors_are_clear(tmp_path, benchmarks):
@@ -249,3 +281,5 @@ def test_cli_decontaminate(tmp_path, benchmarks):
     assert f"{benchmarks / 'qa.jsonl'}: 3 items, 1 task" in result.stdout
     assert f"{benchmarks / 'zh' / 'poems.json'}: 3 items, 1 task" in result.stdout
     assert "2 of 9 tasks overlap a benchmark" in result.stdout
+    assert (f"{run} is now checked against 2 benchmark files ({benchmarks / 'qa.jsonl'}, "
+            f"{benchmarks / 'zh' / 'poems.json'}): 2 of 9 tasks overlap one") in result.stdout

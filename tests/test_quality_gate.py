@@ -12,7 +12,8 @@ from selfinstruct_local.errors import SigenError
 from selfinstruct_local.export import export
 from selfinstruct_local.quality.contamination import decontaminate_run
 from selfinstruct_local.quality.gate import SCORES, select_instances, task_ids
-from selfinstruct_local.report import format_summary, load_run, summarize, write_report
+from selfinstruct_local.report import format_summary, summarize, write_report
+from selfinstruct_local.runstore import load_run
 from tests.conftest import sigen
 from tests.quality_helpers import write_jsonl, write_run
 
@@ -100,12 +101,14 @@ def test_min_score_on_an_unjudged_run_is_a_clear_error(tmp_path):
 
 def test_tasks_newer_than_the_decontamination_get_a_note(run_dir):
     meta = json.loads((run_dir / "contamination.json").read_text())
-    meta["tasks_checked"] = 4
+    (bench,) = meta["benchmarks"]
+    meta["benchmarks"][bench]["tasks_checked"] = 4
     (run_dir / "contamination.json").write_text(json.dumps(meta))
     notes: list[str] = []
     kept, _ = select_instances(load_run(run_dir), warn=notes.append)
     assert len(kept) == 5
-    assert "2 tasks added after the last `sigen decontaminate` were not checked" in notes[0]
+    assert (f"2 tasks added after `sigen decontaminate` against {bench} were not checked "
+            "against it") in notes[0]
 
 
 def test_stats_shows_the_histogram_and_the_thresholds(run_dir):

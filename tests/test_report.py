@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.report import (
-    format_summary,
-    leading_verb,
-    read_rows,
-    summarize,
-    write_report,
-)
+from selfinstruct_local.report import format_summary, leading_verb, summarize, write_report
+from selfinstruct_local.runstore import read_rows
 from tests.conftest import REPO, sigen
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -183,8 +178,9 @@ def test_empty_run(tmp_path, with_file):
     if with_file:
         (root / "machine_instructions.jsonl").write_text("")
     _jsonl(root / "rejected.jsonl", REJECTED[:3])
-    (root / "manifest.json").write_text(json.dumps({"status": "stopped",
-                                                    "counts": {"accepted": 0}}))
+    (root / "manifest.json").write_text(json.dumps({
+        "status": "stopped", "config": {"method": "self-instruct"},
+        "counts": {"accepted": 0, "instances": 0, "instructions_rejected": 3}}))
     s = summarize(root)
     assert s["counts"] == {"accepted_instructions": 0, "instances": 0,
                            "rejected_instructions": 3, "dropped_instances": 0}
@@ -202,8 +198,9 @@ def test_missing_files_are_named(tmp_path):
     with pytest.raises(SigenError, match="manifest.json is missing"):
         summarize(tmp_path)
     (tmp_path / "machine_instructions.jsonl").unlink()
-    (tmp_path / "manifest.json").write_text(json.dumps({"counts": {"accepted": 3}}))
-    with pytest.raises(SigenError, match="machine_instructions.jsonl is missing"):
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {}, "counts": {"accepted": 3}}))
+    with pytest.raises(SigenError, match="machine_instructions.jsonl is missing, but the run's "
+                                         "manifest counts 3 instructions accepted"):
         summarize(tmp_path)
     with pytest.raises(SigenError, match="is not a directory"):
         summarize(tmp_path / "nope")

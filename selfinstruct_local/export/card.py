@@ -16,7 +16,7 @@ import yaml
 
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import default_models_file
-from selfinstruct_local.report import Run
+from selfinstruct_local.runstore import Run
 
 CARD = "README.md"
 MARKER = "# sigen-card: written by `sigen export`; delete this line to keep sigen off this file"

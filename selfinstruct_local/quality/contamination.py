@@ -31,10 +31,16 @@ import numpy as np
 
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.quality.benchmarks import Item, benchmark_files, read_records
-from selfinstruct_local.quality.gate import CONTAMINATION, CONTAMINATION_META, claim_run, task_ids
+from selfinstruct_local.quality.flags import read_flags
+from selfinstruct_local.quality.gate import claim_run, task_ids
 from selfinstruct_local.quality.ngrams import N_CHARS, N_WORDS, hash_windows, ngrams, ngrams_by_kind
-from selfinstruct_local.report import load_run
-from selfinstruct_local.runstore import RunStore, write_atomic
+from selfinstruct_local.runstore import (
+    CONTAMINATION,
+    CONTAMINATION_META,
+    RunStore,
+    load_run,
+    write_atomic,
+)
 
 TASK_FIELDS = ("instruction", "input", "output")
 ITEM_CHARS = 300  # of an item's text in contamination.jsonl
@@ -205,27 +211,38 @@ def count_by_file(index: BenchmarkIndex, rows: list[dict]) -> dict[str, int]:
 def decontaminate_run(run_dir: Path | str, against: Iterable[Path], fields: Iterable[str] = (),
                       n_words: int = N_WORDS, n_chars: int = N_CHARS,
                       warn: Callable[[str], None] = print) -> dict:
-    """Check every task of a run against the benchmark files; replace contamination.jsonl and
-    contamination.json (atomically); return what contamination.json says."""
+    """Check every task of a run against the benchmark files, and record what each file flags
+    (flags.py): the rows and checks of these files replace theirs from an earlier call, those
+    of other files stay. Both files are replaced atomically, the rows first. Returns what this
+    call found per file (`by_file`, `items`), and which files the run is now checked against
+    (`benchmarks`) with the tasks they flag together (`flagged`)."""
     if n_words < 1 or n_chars < 1:
         raise SigenError("--n and --n-chars must be at least 1")
     run = load_run(run_dir, warn)
     claim_run(run.root, "decontaminate")
-    files = benchmark_files(against)
+    earlier = read_flags(run.root, warn)  # checked before the work: a damaged record stops it
+    # Absolute paths: the same file checked again from another folder is the same benchmark.
+    files = [path.resolve() for path in benchmark_files(against)]
     index = BenchmarkIndex(files, tuple(fields), n_words, n_chars)
     if not any(index.item_counts):
         hint = f" (no item has the field {', '.join(fields)})" if fields else ""
         raise SigenError(f"the --against files hold no text to compare with{hint}")
     ids = task_ids(run.instances)
     rows = overlap_rows(index, find_overlaps(index, run.instances), ids, run.instances)
+    by_file = count_by_file(index, rows)
+    checks = {name: {"items": items, "flagged": by_file[name], "tasks_checked": len(ids),
+                     "n_words": n_words, "n_chars": n_chars, "fields": list(fields)}
+              for name, items in zip(by_file, index.item_counts, strict=True)}
+    if earlier is not None:
+        rows = [row for row in earlier.rows if row["benchmark"] not in checks] + rows
+        checks = {**{k: v for k, v in earlier.checks.items() if k not in checks}, **checks}
     write_atomic(run.root / CONTAMINATION, "".join(
         json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
-    meta = {
-        "against": [str(p) for p in against], "fields": list(fields),
-        "n_words": n_words, "n_chars": n_chars, "tasks_checked": len(ids),
-        "contaminated": len({row["id"] for row in rows}),
-        "by_file": count_by_file(index, rows),
-        "items": {str(p): n for p, n in zip(index.paths, index.item_counts, strict=True)},
+    RunStore(run.root).write_json(CONTAMINATION_META, {"benchmarks": checks})
+    return {
+        "tasks_checked": len(ids), "by_file": by_file,
+        "items": {name: checks[name]["items"] for name in by_file},
+        "contaminated": len({row["id"] for row in rows if row["benchmark"] in by_file}),
+        "benchmarks": sorted({*checks, *(row["benchmark"] for row in rows)}),
+        "flagged": len({row["id"] for row in rows}),
     }
-    RunStore(run.root).write_json(CONTAMINATION_META, meta)
-    return meta

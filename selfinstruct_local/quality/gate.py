@@ -7,8 +7,8 @@ across resumes, since all instances of an instruction are written at once, befor
 
 - scores.jsonl (`sigen judge`): append-only, one row per judged task, `score` 1-5 or null when
   the judge's reply could not be read; a later row for the same id replaces an earlier one.
-- contamination.jsonl (`sigen decontaminate`): one row per (task, benchmark file) overlap;
-  contamination.json: what was checked (files, n, how many tasks).
+- contamination.jsonl and contamination.json (`sigen decontaminate`): the tasks each benchmark
+  file flags, and how each was checked (flags.py).
 """
 
 from __future__ import annotations
@@ -19,12 +19,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.quality.flags import read_flags
 from selfinstruct_local.runlock import describe, hold_run_lock, run_writer
-from selfinstruct_local.runstore import INSTANCES, RunStore
+from selfinstruct_local.runstore import (  # noqa: F401  (the quality files' names, from here too)
+    CONTAMINATION,
+    CONTAMINATION_META,
+    INSTANCES,
+    SCORES,
+    RunStore,
+)
 
-SCORES = "scores.jsonl"
-CONTAMINATION = "contamination.jsonl"
-CONTAMINATION_META = "contamination.json"
 SCORES_RANGE = range(1, 6)
 
 
@@ -51,11 +55,10 @@ def task_ids(instances: Iterable[dict]) -> list[str]:
     return ids
 
 
-def read_scores(root: Path, warn: Callable[[str], None] = _stderr,
-                repair: bool = False) -> dict[str, dict]:
-    """The latest score row of each judged task (`repair`: the writer's view, see RunStore)."""
-    return {row["id"]: row for row in RunStore(root).read(SCORES, warn, repair=repair)
-            if "id" in row}
+def read_scores(root: Path, warn: Callable[[str], None] = _stderr) -> dict[str, dict]:
+    """The latest score row of each judged task; the file is not changed (its writers repair
+    it before they append: `sigen judge`, and a resumed run in `load_state`)."""
+    return {row["id"]: row for row in RunStore(root).read(SCORES, warn, repair=False)}
 
 
 def check_one_judge(root: Path, scores: dict[str, dict], judge: str) -> None:
@@ -82,42 +85,34 @@ def unjudged_tasks(root: Path, judge: str, warn: Callable[[str], None] = _stderr
                    instances: list[dict] | None = None, retry_unparsed: bool = False
                    ) -> list[tuple[str, dict]]:
     """The tasks of the run in `root` without a score yet (`retry_unparsed`: or with an
-    unreadable one), for the writer of scores.jsonl (a torn last line is repaired); scores by
-    another judge are refused. `instances`: the run's instance rows, when already read."""
-    scores = read_scores(root, warn, repair=True)
+    unreadable one); scores by another judge are refused. Nothing is changed.
+    `instances`: the run's instance rows, when already read."""
+    scores = read_scores(root, warn)
     check_one_judge(root, scores, judge)
     if instances is None:
-        instances = RunStore(root).read(INSTANCES, warn)
+        instances = RunStore(root).read(INSTANCES, warn, repair=False)
     return tasks_to_judge(instances, scores, retry_unparsed)
-
-
-def contamination_meta(root: Path) -> dict | None:
-    """What the last `sigen decontaminate` checked; None when it never ran on this run."""
-    return RunStore(root).read_json(CONTAMINATION_META)
-
-
-def contaminated_ids(root: Path, warn: Callable[[str], None] = _stderr) -> set[str]:
-    return {row["id"] for row in RunStore(root).read(CONTAMINATION, warn, repair=False)}
 
 
 def select_instances(run, min_score: int | None = None, keep_contaminated: bool = False,
                      warn: Callable[[str], None] = _stderr) -> tuple[list[dict], dict[str, int]]:
-    """The instances of `run` (report.Run) an export keeps, each with its task `id` added, and
+    """The instances of `run` (runstore.Run) an export keeps, each with its task `id` added, and
     how many were left out why:
     `contaminated` (unless `keep_contaminated`), and with `min_score` `below_min_score`,
     `unparsed` (the judge's reply had no readable score) and `unscored` (not judged yet).
     A task left out for two reasons counts once, under the first of these."""
     ids = task_ids(run.instances)
     left_out: Counter[str] = Counter()
-    meta = contamination_meta(run.root)
+    flags = read_flags(run.root, warn)
     dirty: set[str] = set()
-    if meta is not None and not keep_contaminated:
-        dirty = contaminated_ids(run.root, warn)
-        unchecked = len(ids) - int(meta.get("tasks_checked", 0))
+    if flags is not None and not keep_contaminated:
+        dirty = flags.flagged
+        least = flags.least_checked()
+        unchecked = len(ids) - least[1] if least else 0
         if unchecked > 0:
-            warn(f"note: {_tasks(unchecked)} added after the last `sigen decontaminate` "
-                 f"{'was' if unchecked == 1 else 'were'} not checked; run it again on "
-                 f"{run.root} to check them.")
+            warn(f"note: {_tasks(unchecked)} added after `sigen decontaminate` against "
+                 f"{least[0]} {'was' if unchecked == 1 else 'were'} not checked against it; "
+                 f"run it again on {run.root} to check them.")
     scores: dict[str, dict] = {}
     if min_score is not None:
         scores = read_scores(run.root, warn)
@@ -179,10 +174,18 @@ def judge_summary(root: Path, ids: list[str], warn: Callable[[str], None] = _std
     }
 
 
-def contamination_summary(root: Path) -> dict | None:
-    """What the last `sigen decontaminate` found; None when it never ran."""
-    meta = contamination_meta(root)
-    if meta is None:
+def contamination_summary(root: Path, warn: Callable[[str], None] = _stderr) -> dict | None:
+    """The benchmark files the run is checked against, what each flags, and how many tasks
+    exports leave out; None when `sigen decontaminate` never ran on the run."""
+    flags = read_flags(root, warn)
+    if flags is None:
         return None
-    return {key: meta.get(key) for key in ("tasks_checked", "contaminated", "by_file",
-                                           "n_words", "n_chars")}
+    least = flags.least_checked()
+    return {
+        "benchmarks": [{"file": name, "tasks": tasks,
+                        **{key: flags.checks.get(name, {}).get(key)
+                           for key in ("items", "tasks_checked", "n_words", "n_chars")}}
+                       for name, tasks in flags.tasks_by_benchmark().items()],
+        "contaminated": len(flags.flagged),
+        "tasks_checked": least[1] if least else None,
+    }

@@ -26,8 +26,7 @@ from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import load_prompts
 from selfinstruct_local.quality.gate import SCORES, claim_run, unjudged_tasks
 from selfinstruct_local.quality.judge import TaskJudge
-from selfinstruct_local.report import load_run
-from selfinstruct_local.runstore import RunStore
+from selfinstruct_local.runstore import RunStore, load_run
 
 
 @dataclass
@@ -67,6 +66,7 @@ def judge_run(run_dir: Path | str, settings: JudgeSettings, reporter: Reporter) 
         reporter.log(f"All {len(run.instances)} tasks of {run.root} are judged already; "
                      "nothing to do.")
         return done
+    store.repair(SCORES)  # a torn last line (a judge killed mid-write): appends start clean
     # An openai batch needs no more prompts than there are tasks.
     plan = resolve_engine(request, entry, spec, reporter, settings.api_key, len(tasks))
     reporter.log(f"Judging {len(tasks)} of {len(run.instances)} tasks with {spec.name} ...")
