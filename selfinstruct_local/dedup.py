@@ -31,6 +31,7 @@ from rapidfuzz.distance import Indel
 
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.prefix_index import PrefixIndex, TokenCoder, elements
+from selfinstruct_local.runstore import refuse_run_file, write_atomic
 from selfinstruct_local.text import tokenize
 
 DEFAULT_THRESHOLD = 0.7
@@ -403,6 +404,18 @@ def _json_type(value: object) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
+def check_output(out: Path, input_path: str | os.PathLike[str],
+                 against_path: str | os.PathLike[str] | None) -> None:
+    """The output may be neither a file dedup reads nor a file of a sigen run (links and
+    `..` resolved), whatever the -o given."""
+    refuse_run_file(out, "-o path")
+    if out.is_dir():
+        raise SigenError(f"{out} is a folder; pass a file name with -o.")
+    for what, path in (("the input", input_path), ("the --against pool", against_path)):
+        if path is not None and out.resolve() == Path(path).resolve():
+            raise SigenError(f"{out}: output would overwrite {what}; pass another -o path.")
+
+
 def dedup_jsonl(
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str] | None = None,
@@ -419,21 +432,15 @@ def dedup_jsonl(
     start = time.perf_counter()
     threshold_fraction(threshold)  # fail on a bad threshold before reading anything
     out = Path(output_path) if output_path is not None else default_output_path(input_path)
-    if out.resolve() == Path(input_path).resolve():
-        raise SigenError(f"{out}: output would overwrite the input; pass another -o path.")
+    check_output(out, input_path, against_path)
     rows, texts = read_jsonl_field(input_path, field)
     pool: list[str] = []
     if against_path is not None:
         pool = read_jsonl_field(against_path, against_field or field)[1]
     decisions = greedy_dedup(texts, threshold, pool)
-    tmp = out.with_name(out.name + ".tmp")  # a crash never leaves a half-written output
-    try:
-        with open(tmp, "wb") as handle:
-            handle.writelines(row for row, d in zip(rows, decisions, strict=True) if d.kept)
-        os.replace(tmp, out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise SigenError(f"{out}: cannot write it ({e.strerror}); check the -o path.") from None
+    # Replaced atomically (a temporary sibling of its own, then a rename): a crash never leaves
+    # a half-written output, and no other file is touched.
+    write_atomic(out, b"".join(row for row, d in zip(rows, decisions, strict=True) if d.kept))
     reasons = Counter(d.reason for d in decisions)
     return {
         "read": len(rows),

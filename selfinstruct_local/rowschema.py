@@ -24,6 +24,7 @@ NUMBER_OR_NULL = "a number or null"
 TEXT_OR_NULL = "a string or null"
 SCORE = "a whole number from 1 to 5, or null"
 PASSAGE = "a JSON object with a string 'id'"
+MESSAGES = "a list of JSON objects with a string 'role' and 'content'"
 STAGE = "'instruction' or 'instance'"
 
 
@@ -44,6 +45,9 @@ _CHECKS: dict[str, Callable[[object], bool]] = {
     SCORE: lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
                                    and 1 <= v <= 5),
     PASSAGE: lambda v: isinstance(v, dict) and isinstance(v.get("id"), str),
+    MESSAGES: lambda v: isinstance(v, list) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str)
+        and isinstance(m.get("content"), str) for m in v),
     STAGE: lambda v: v in ("instruction", "instance"),
 }
 
@@ -105,9 +109,11 @@ INSTRUCTION_ROW = RowSchema(
     required={"id": TEXT, "instruction": TEXT, "round": WHOLE, "num_instances": WHOLE},
     optional={"is_classification": FLAG_OR_NULL, **_SIMILARITY})
 
-# instances.jsonl (loop.py `_finalize`): one instance of an instruction.
+# instances.jsonl (loop.py `_finalize`): one instance of an instruction; a multi-turn one
+# (Magpie) holds every turn as `conversation`, which ShareGPT and messages exports write.
 INSTANCE_ROW = RowSchema(
-    required={"instruction_id": TEXT, "instruction": TEXT, "input": TEXT, "output": TEXT})
+    required={"instruction_id": TEXT, "instruction": TEXT, "input": TEXT, "output": TEXT},
+    optional={"conversation": MESSAGES})
 
 # Rejections whose row names the pending instruction they end (loop.py `_finalize`).
 FINAL_REJECTIONS = ("no_valid_instances", "target_reached")

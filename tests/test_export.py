@@ -99,7 +99,10 @@ def test_output_path_and_atomic_write(run_dir, tmp_path):
 
 
 def test_empty_run_exports_nothing(tmp_path, load_dataset):
-    (tmp_path / "manifest.json").write_text(json.dumps({"counts": {"accepted": 0}}))
+    # The manifest `sigen run` writes before it asks for anything; no other file yet.
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "status": "running", "config": {"method": "self-instruct"},
+        "counts": {"rounds": 0, "accepted": 0, "instances": 0, "instructions_rejected": 0}}))
     for fmt in FORMATS:
         path = export_run(tmp_path, fmt)
         if fmt == "parquet":  # a table with its columns and no rows

@@ -119,6 +119,8 @@ def test_a_row_without_what_readers_rely_on_names_file_line_and_key(tmp_path, ro
     (REJECTED, {"stage": "instruction", "reason": "too_short"}, "missing 'round'"),
     (SCORES, {"id": "mi-1-1", "score": 7}, "'score' is 7, not a whole number from 1 to 5"),
     (CONTAMINATION, {"id": "mi-1-1"}, "missing 'benchmark'"),
+    (INSTANCES, {**INSTANCE, "conversation": [{"role": "user"}]},
+     "'conversation' is a list, not a list of JSON objects with a string 'role' and 'content'"),
 ])
 def test_each_run_file_has_its_schema(tmp_path, name, row, problem):
     (tmp_path / name).write_text(json.dumps(row) + "\n")

@@ -1,10 +1,11 @@
 """`sigen export`: a run's data in the formats that fine-tuning tools read, with a dataset card
 and, on request, LLaMA-Factory's dataset_info.json entry.
 
-Only instances of accepted instructions are exported (see `report.load_run`), in file order,
+Only instances of accepted instructions are exported (see `runstore.load_run`), in file order,
 less those the quality gate leaves out (`quality.select_instances`).
 Everything that could stop the export (a format, a README.md sigen did not write, a broken
-dataset_info.json) is checked before the first file is written; each file is replaced atomically.
+dataset_info.json, a file that would replace one of a sigen run) is checked before the first
+file is written; each file is replaced atomically.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from selfinstruct_local.export.llama_factory import (
     read_dataset_info,
 )
 from selfinstruct_local.quality.gate import select_instances
-from selfinstruct_local.report import load_run, summarize
-from selfinstruct_local.runstore import write_atomic
+from selfinstruct_local.report import summary_of
+from selfinstruct_local.runstore import load_run, refuse_run_file, write_atomic
 
 __all__ = ["FORMATS", "Exported", "default_output", "export", "export_run"]
 
@@ -71,23 +72,30 @@ def export(run_dir: Path | str, fmt: str, output: Path | str | None = None, *,
              "instruction": r["instruction"], "input": r.get("input") or "",
              "output": r["output"]} for r in instances]
     target = Path(output) if output is not None else default_output(run.root, fmt)
+    card_path = target.parent / CARD if card else None
+    info_path = target.parent / DATASET_INFO if llama_factory else None
+    for path in (target, card_path, info_path):  # links beside -o could point into a run too
+        if path is not None:
+            refuse_run_file(path, "-o")
     if target.is_dir():
         raise SigenError(f"{target} is a directory; give a file name with -o")
-    card_path = target.parent / CARD if card else None
     if card_path is not None:
         if card_path.resolve() == target.resolve():
             raise SigenError(f"{target} is where the dataset card goes; name the export "
                              "otherwise, or pass --no-card")
         check_card_target(card_path)
-    info_path = target.parent / DATASET_INFO if llama_factory else None
     existing = read_dataset_info(info_path) if info_path is not None else {}
     name = (dataset_name or run.root.resolve().name).strip()
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SigenError(f"cannot create the folder {target.parent} for -o: {exc.strerror}"
+                         ) from None
     write_atomic(target, render(fmt, rows, system))
     if card_path is not None:
         # Computed from the files now (the manifest's summary is as of the run's last stop).
-        summary = summarize(run.root, warn=lambda _message: None)  # load_run already warned
+        summary = summary_of(run, warn=lambda _message: None)  # select_instances warned
         write_atomic(card_path, render_card(run, summary, target.name, fmt, len(rows),
                                             system).encode("utf-8"))
     if info_path is not None:

@@ -44,7 +44,10 @@ def read_dataset_info(path: Path) -> dict:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise SigenError(f"cannot read {path} ({exc.strerror}); export into another "
+                         "folder") from None
+    except (ValueError, RecursionError) as exc:
         raise SigenError(f"{path} is not valid JSON ({exc}); fix or remove it, or export "
                          "into another folder") from None
     if not isinstance(data, dict):
