@@ -177,6 +177,15 @@ def run(
         "goes, with the run's own model as the judge: one more request per task, rows in "
         "scores.jsonl as `sigen judge` writes them (then `sigen export --min-score`). Added "
         "on a resume, it also scores the tasks generated before.")] = False,
+    evolve_from: Annotated[Path | None, typer.Option(
+        "--evolve-from", exists=True, help="--method evol: the instructions to evolve, a run "
+        "directory of `sigen run` (its accepted instructions) or a JSONL file with an "
+        "`instruction` field (and an optional `input`). Default: the seed set (--seeds). Each "
+        "row records its parent_id, operation and generation.")] = None,
+    generations: Annotated[int | None, typer.Option(
+        min=1, help="--method evol: how many times a line of instructions is evolved: each "
+        "instruction that survives, below this generation, is rewritten once more. Default: "
+        "3, or the run's own when continuing it.")] = None,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="Show no progress (neither the live display on a terminal nor the "
         "log lines otherwise) and no informational messages. Warnings, errors and the resume "
@@ -193,7 +202,8 @@ def run(
             num_instructions=max(saved.num_instructions or 0, num_instructions or 0) or None,
             # Where the servers are can change between two tries (a job on other nodes), and
             # their credentials are never saved.
-            base_url=base_url or saved.base_url, judge=judge or saved.judge)
+            base_url=base_url or saved.base_url, judge=judge or saved.judge,
+            generations=generations or saved.generations)
     else:
         config = RunConfig(
             model=model, models_file=models_file, engine=engine, gpus=gpus,
@@ -203,6 +213,7 @@ def run(
             batch_size=batch_size, max_rounds=max_rounds, temperature=temperature, top_p=top_p,
             max_new_tokens=max_new_tokens, corpus=corpus, passage_chars=passage_chars,
             chapters=chapters, kinds=kinds, max_repeats=max_repeats, judge=judge,
+            evolve_from=evolve_from, generations=generations,
         )
     reporter = make_reporter(quiet)
     try:

@@ -18,10 +18,11 @@ DEFAULT_NUM_INSTRUCTIONS = 20
 
 # Changing any of these mid-run would mix two different datasets in one directory.
 RESUME_KEYS = ("model", "method", "lang", "seeds", "seeds_sha256", "corpus", "passage_chars",
-               "chapters")
-# Settings whose default is worked out during a run (passage_chars from the model's tokenizer):
-# a command that leaves them unset continues a run with the value the run worked out.
-DERIVED_KEYS = ("passage_chars",)
+               "chapters", "evolve_from")
+# Settings whose default is worked out during a run (passage_chars from the model's tokenizer),
+# or that a run keeps unless told otherwise (generations): a command that leaves them unset
+# continues a run with the run's value.
+DERIVED_KEYS = ("passage_chars", "generations")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class RunConfig:
     kinds: str | None = None  # grounded task kinds ("continuation,plot"); None: all of them
     max_repeats: int | None = None  # copies of one generic grounded instruction; None: 3
     judge: bool = False  # score every task as the run goes (scores.jsonl)
+    # --method evol: the instructions to evolve (a run directory or a JSONL file; None: the
+    # seeds), and how many times a line of them is evolved (None: 3, or the run's own)
+    evolve_from: Path | None = None
+    generations: int | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -77,7 +82,7 @@ class RunConfig:
                              f"not {' or '.join(_TYPE_WORDS[t] for t in allowed)}; the run "
                              "directory is damaged. Restore the file, or start a new run with "
                              "another --output.")
-        for key in ("models_file", "seeds", "output", "corpus"):
+        for key in ("models_file", "seeds", "output", "corpus", "evolve_from"):
             if known.get(key):
                 known[key] = Path(known[key])
         return cls(**known)
@@ -87,10 +92,10 @@ class RunConfig:
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     **{name: (str,) for name in ("model", "models_file", "engine", "base_url", "method", "lang",
                                  "seeds", "seeds_sha256", "output", "corpus", "chapters",
-                                 "kinds")},
+                                 "kinds", "evolve_from")},
     **{name: (int,) for name in ("gpus", "tensor_parallel", "concurrency", "num_instructions",
                                  "seed", "batch_size", "max_rounds", "max_new_tokens",
-                                 "passage_chars", "max_repeats")},
+                                 "passage_chars", "max_repeats", "generations")},
     **{name: (int, float) for name in ("server_timeout", "temperature", "top_p")},
     "judge": (bool,),
 }

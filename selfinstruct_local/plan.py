@@ -42,7 +42,7 @@ from selfinstruct_local.engines.setup import (
     resolve_model,
 )
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.methods import MethodInfo, method_info
+from selfinstruct_local.methods import MethodInfo, check_method_options, method_info
 from selfinstruct_local.pipeline.repeats import DEFAULT_MAX_REPEATS
 from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import PromptSet, load_prompts, parse_kinds
@@ -75,6 +75,7 @@ class Plan:
     top_p: float
     corpus: CorpusPlan | None
     previous: dict | None  # the manifest of the run being continued
+    starting: tuple[Task, ...] = ()  # the instructions the method starts from (evol)
 
     @property
     def output(self) -> Path:
@@ -99,6 +100,7 @@ def resolve_plan(request: RunConfig, reporter: Reporter, api_key: str | None = N
                  force: bool = False) -> Plan:
     log = reporter.log
     method = method_info(request.method)
+    check_method_options(method, request)
     if request.corpus is None:
         for name in GROUNDING_OPTIONS:
             if getattr(request, name) is not None:
@@ -139,6 +141,9 @@ def resolve_plan(request: RunConfig, reporter: Reporter, api_key: str | None = N
     target = request.num_instructions or ((previous or {}).get("config") or {}).get(
         "num_instructions") or DEFAULT_NUM_INSTRUCTIONS
     config = replace(config, output=output, num_instructions=target)
+    starting: tuple[Task, ...] = ()
+    if method.resolve is not None:  # the method's own options, and what it starts from
+        config, starting = method.resolve(config, seed_tasks)
 
     engine = resolve_engine(engine_request, entry, spec, reporter, api_key, target)
     config = replace(config, gpus=engine.gpus if entry.local_gpus else None)
@@ -154,7 +159,7 @@ def resolve_plan(request: RunConfig, reporter: Reporter, api_key: str | None = N
         temperature=request.temperature if request.temperature is not None else
         sampling.get("temperature", 0.7),
         top_p=request.top_p if request.top_p is not None else sampling.get("top_p", 0.9),
-        corpus=corpus, previous=previous)
+        corpus=corpus, previous=previous, starting=starting)
 
 
 def check_resume(previous: dict, config: RunConfig, force: bool, root: Path) -> None:

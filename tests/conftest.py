@@ -44,3 +44,30 @@ def vllm_server(smollm2, tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+# Nothing listens on port 9 (discard) of 127.0.0.1: an openai run or judge pointed there fails
+# within seconds at connecting, never loading a model.
+DEAD_URL = "http://127.0.0.1:9/v1"
+
+
+@pytest.fixture(scope="session")
+def scripted_run(tmp_path_factory) -> Path:
+    """A finished run, judged and checked against a benchmark, written once per test session by
+    `sigen run`'s own code with the scripted engine (tests/replay_engine.py): 8 instructions,
+    saved as an openai run of a model only a server has at DEAD_URL with --server-timeout 1, so
+    that resuming or judging it fails fast at connecting (and loads no tokenizer). The benchmark
+    is bench.txt beside it. Tests work on copies (shutil.copytree)."""
+    import json
+
+    from selfinstruct_local.quality.contamination import decontaminate_run
+    from tests.replay_engine import run_scripted
+
+    root = tmp_path_factory.mktemp("scripted-run") / "run"
+    run_scripted(root, num_instructions=8, seed=3, judge=True, engine="openai",
+                 model="served-only", base_url=DEAD_URL, server_timeout=1.0)
+    outputs = [json.loads(line)["output"] for line in (root / "instances.jsonl").open()]
+    bench = root.parent / "bench.txt"
+    bench.write_text(f"{outputs[1]}\n", encoding="utf-8")
+    decontaminate_run(root, [bench], n_words=5, warn=lambda _message: None)
+    return root

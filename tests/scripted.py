@@ -69,6 +69,8 @@ class ScriptedEngine:
                 return Completion(" I am not sure how to rate this.", "stop", 300, 9)
             return Completion(f" {rng.randint(1, 5)}\nReason: The output follows the "
                               "instruction.", "stop", 300, 12)
+        if prefix in ("New instruction:", "Same:", "Response:"):
+            return self.evol(rng, request)
         if prefix.startswith("Classification:"):
             return Completion(rng.choice([" Yes", " No", " No"]), "stop", 300, 1)
         if rng.random() < self.fail:
@@ -105,6 +107,36 @@ class ScriptedEngine:
             parts.append(f"{head}{body}Output: {output}\n\n")
             number += 1
         return Completion("".join(parts).rstrip() + "\n", "stop", 500, 40 * len(parts))
+
+    def evol(self, rng: random.Random, request: Request) -> Completion:
+        """Evol-Instruct: a rewrite of the parent (what ends the prompt), within `fail`: the
+        parent as it was (no gain), the same request in other words (which the compare
+        question calls the same), or a description of the rewrite (a copy of the prompt); the
+        compare question; an answer, within `fail` a refusal or an empty one, and always a
+        refusal for an instruction that says "sorry"."""
+        prefix, roll = request.assistant_prefix, rng.random()
+        if prefix == "New instruction:":
+            parent = request.prompt.split("Original instruction: ", 1)[1]
+            if roll < self.fail / 3:
+                return Completion(f" {parent}", "stop", 300, 12)
+            if roll < 2 * self.fail / 3:
+                return Completion(f" In other words: {self.instruction(rng)}", "stop", 300, 14)
+            if roll < self.fail:
+                return Completion(" Here is the new instruction, harder than the original "
+                                  "instruction.", "stop", 300, 12)
+            extra = rng.choice([f"for {rng.choice(FOR)} in under {rng.randint(2, 9)}0 words",
+                                f"comparing {rng.choice(ABOUT)} and {rng.choice(ABOUT)}",
+                                "step by step, giving the reason for each step"])
+            return Completion(f" {parent.rstrip('.')}, {extra}.\n\nThis adds a requirement.",
+                              "stop", 300, 20)
+        if prefix == "Same:":
+            same = "Rewrite: In other words" in request.prompt
+            return Completion(" Yes" if same else " No", "stop", 300, 1)
+        if "sorry" in request.prompt.rsplit("Instruction: ", 1)[-1] or roll < self.fail / 2:
+            return Completion(" I'm sorry, but I cannot help with that.", "stop", 300, 10)
+        if roll < self.fail:
+            return Completion("", "stop", 300, 0)
+        return Completion(f" {self.answer_text(rng)}", "stop", 300, 20)
 
     @staticmethod
     def answer_text(rng: random.Random) -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from selfinstruct_local.config import RunConfig
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.methods import alpaca, alpaca_grounded, grounded, self_instruct
+from selfinstruct_local.methods import alpaca, alpaca_grounded, evol, grounded, self_instruct
 from selfinstruct_local.pipeline.stages import Context, Method
 from selfinstruct_local.prompts import PromptSet
+from selfinstruct_local.seeds import Task
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,11 @@ class MethodInfo:
     # The variant grounded in a corpus (--corpus), and its token default (per task).
     grounded: Callable[[Context], Method] | None = None
     grounded_tokens: int | None = None
+    # RunConfig fields only this method takes (another method refuses them), and what the
+    # plan resolves for it: its defaults filled in, the instructions it starts from.
+    options: tuple[str, ...] = ()
+    resolve: Callable[[RunConfig, tuple[Task, ...]],
+                      tuple[RunConfig, tuple[Task, ...]]] | None = None
 
     def factory(self, corpus: bool) -> Callable[[Context], Method]:
         if not corpus:
@@ -44,6 +51,10 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in (
                "--corpus, as many tasks about one passage as fit the context",
                alpaca.method, alpaca.SOURCE_TOKENS,
                alpaca_grounded.method, alpaca_grounded.TASK_TOKENS),
+    MethodInfo("evol", "Evol-Instruct (Xu et al.): rewrite instructions (--evolve-from) into "
+               "harder or rarer ones for --generations rounds, and answer each",
+               evol.method, evol.SOURCE_TOKENS,
+               options=("evolve_from", "generations"), resolve=evol.resolve),
 )}
 
 
@@ -52,6 +63,15 @@ def method_info(name: str) -> MethodInfo:
     if name not in METHODS:
         raise SigenError(f"--method must be one of {', '.join(METHODS)}, not {name!r}")
     return METHODS[name]
+
+
+def check_method_options(info: MethodInfo, config: RunConfig) -> None:
+    """An option of another method is an error naming the method it belongs to."""
+    for other in METHODS.values():
+        for name in other.options:
+            if name not in info.options and getattr(config, name) is not None:
+                raise SigenError(f"--{name.replace('_', '-')} is an option of --method "
+                                 f"{other.name}, not of --method {info.name}")
 
 
 def instance_examples(prompts: PromptSet) -> frozenset[str]:

@@ -29,7 +29,7 @@ from selfinstruct_local.engines import Completion
 from selfinstruct_local.engines.stream import RequestStream
 from selfinstruct_local.interrupt import RunInterrupted, StopRequest
 from selfinstruct_local.pipeline.screen import screen
-from selfinstruct_local.pipeline.stages import Context, Method
+from selfinstruct_local.pipeline.stages import REJECT, Context, Method
 from selfinstruct_local.progress import Reporter, Snapshot
 from selfinstruct_local.quality.gate import SCORES
 from selfinstruct_local.quality.judge import TaskJudge
@@ -79,6 +79,8 @@ class Loop:
         self.idle_sources = 0  # source answers in a row that added no task
         self.last_checkpoint = time.monotonic()
         self.no_more_sources: str | None = None  # why new tasks are no longer asked for
+        self.source_empty: str | None = None  # why the source had no request at the last ask
+        self.rejected_at_steps = 0  # tasks a step rejected (REJECT), in this process
         self.reported_accepted = -1  # accepted count in the last round line
         self.first_sent: float | None = None  # when this process sent its first request
         self.finished_at: float | None = None
@@ -110,6 +112,7 @@ class Loop:
                 self._handle(self.jobs.pop(key), completion)
         self.finished_at = time.perf_counter()
         self.store.flush()
+        self.no_more_sources = self.no_more_sources or self.source_empty
         if self.no_more_sources and self.state.accepted < self.target:
             self.progress.log(self.no_more_sources)
         self.checkpoint()
@@ -142,12 +145,16 @@ class Loop:
                                     "row added no instruction.")
         if self.no_more_sources or self.sources_out >= self.batch_size:
             return False
+        self.source_empty = self.method.source.exhausted(self.ctx)
+        if self.source_empty is not None:
+            return False
         expected = (self.tasks_open + self.sources_out * self._yield()) * self._success()
         return self.state.accepted + expected < self.target
 
     def _success(self) -> float:
         """The share of accepted tasks that end with instances (assume half before evidence)."""
-        done = self.state.accepted + self.state.reject_reasons["no_valid_instances"]
+        done = self.state.accepted + self.state.reject_reasons["no_valid_instances"] + \
+            self.rejected_at_steps
         return max(self.state.accepted / done, 0.25) if done >= 10 else 0.5
 
     def _yield(self) -> float:
@@ -197,6 +204,7 @@ class Loop:
             self.stats.candidates += 1
             if len(accepted) >= needed:
                 self.stats.surplus_unused += 1
+                self.method.dropped(self.ctx, candidate)
                 continue
             row = screen(self.ctx, self.method, candidate, job.round)
             (rejected if "reason" in row else accepted).append(row)
@@ -212,23 +220,28 @@ class Loop:
 
     def _advance(self, task: dict, step: int) -> None:
         """Send the task to its next step, or finalize it after the last."""
-        if step < len(self.method.steps):
+        if step < len(self.method.steps) and REJECT not in task:
             self.ready.append(Job(self.method.steps[step].stage, task["round"], task=task,
                                   step=step))
             return
         self.tasks_open -= 1
-        self._finalize(task, self.method.finish(self.ctx, task))
+        if REJECT in task:
+            self.rejected_at_steps += 1
+        self._finalize(task, [] if REJECT in task else self.method.finish(self.ctx, task))
 
     def _finalize(self, task: dict, kept: list) -> None:
-        """Write a task's outcome: its instances and final row, or why it was dropped. Tasks
-        that finish after the target is reached are recorded as `target_reached`."""
-        reason = "no_valid_instances" if not kept else \
-            "target_reached" if self.state.accepted >= self.target else None
+        """Write a task's outcome: its instances and final row, or why it was dropped (the
+        reason a step gave, or none usable). Tasks that finish after the target is reached are
+        recorded as `target_reached`."""
+        reason = task.get(REJECT) or ("no_valid_instances" if not kept else
+                                      "target_reached" if self.state.accepted >= self.target
+                                      else None)
         if reason:
             self.state.reject(reason)
+            self.method.dropped(self.ctx, task)
             self.store.append(REJECTED, [{"stage": "instruction", "round": task["round"],
                                           "id": task["id"], "instruction": task["instruction"],
-                                          "reason": reason}])
+                                          **self._lineage(task), "reason": reason}])
             self.state.finalized.add(task["id"])
             return
         self.idle_sources = 0
@@ -248,6 +261,9 @@ class Loop:
         if self.judge is not None:
             for number, row in enumerate(instance_rows, 1):
                 self._judge_later(f"{task['id']}-{number}", row, task["round"])
+
+    def _lineage(self, task: dict) -> dict:
+        return {k: task[k] for k in self.method.lineage if k in task}
 
     # -- judging --------------------------------------------------------------------------
     def _judge_later(self, ident: str, row: dict, round_: int) -> None:

@@ -19,7 +19,8 @@ TOP_SIMILAR = 10
 def screen(ctx: Context, method: Method, candidate: dict, round_: int) -> dict:
     """A rejected row (it has "reason") or a pending row for one candidate."""
     text = candidate["instruction"]
-    row: dict = {"stage": "instruction", "round": round_, "instruction": text}
+    row: dict = {"stage": "instruction", "round": round_, "instruction": text,
+                 **{k: candidate[k] for k in method.lineage if k in candidate}}
     reason = check_instruction(text, ctx.config.lang) or method.check(ctx, candidate)
     index = method.index_for(ctx, candidate)
     if reason is None:
@@ -31,6 +32,7 @@ def screen(ctx: Context, method: Method, candidate: dict, round_: int) -> dict:
                                         "score": round(decision.match_score, 4)}]
     if reason is not None:
         ctx.state.reject(reason)
+        method.dropped(ctx, candidate)
         return {**row, "reason": reason}
     method.accepted(ctx, candidate)
     similar, average = index.neighbours(text, k=TOP_SIMILAR, exclude=len(index) - 1)

@@ -8,6 +8,8 @@ the previous one comes back. After the last step `finish` says what the task's i
 
 A task is a dict: its pending row as written to pending.jsonl (id, round, instruction and
 whatever the source attached, such as a passage), to which steps add their results in memory.
+A step that finds the task itself unusable (evol: the rewrite adds nothing) sets
+`task[REJECT]` to the reason: its remaining steps are skipped and it is recorded as rejected.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Context:
     examples: frozenset[str] = frozenset()  # few-shot texts an instance must not copy
     context_len: int = 2048  # the model's context, in tokens
     corpus: CorpusPlan | None = None  # the passages and kinds, for a run grounded in a corpus
+    starting: tuple[Task, ...] = ()  # the instructions a method starts from (evol)
 
     @property
     def human(self) -> list[str]:
@@ -63,10 +66,14 @@ class Context:
     def rng(self, purpose: str, *key: object) -> random.Random:
         return random.Random(f"{self.config.seed}-{purpose}-{key}")
 
-    def keep_instances(self, task: dict, found: list[Instance], **checks: str) -> list[Instance]:
-        """The instances that pass the filters; the others are logged to rejected.jsonl."""
+    def keep_instances(self, task: dict, found: list[Instance],
+                       dropped_before: tuple[tuple[Instance, str], ...] = (),
+                       **checks: str) -> list[Instance]:
+        """The instances that pass the filters; the others are logged to rejected.jsonl, with
+        those the method dropped itself (`dropped_before`: instance and reason)."""
         kept, dropped = filter_instances(found, self.examples, **checks)
-        self.state.stats.instances_generated += len(found)
+        dropped = [*dropped_before, *dropped]
+        self.state.stats.instances_generated += len(found) + len(dropped_before)
         self.state.instance_rejects.update(why for _, why in dropped)
         self.store.append(REJECTED, [
             {"stage": "instance", "round": task["round"], "instruction_id": task["id"],
@@ -87,6 +94,9 @@ class Source:
     stage: str
     build: Callable[[Context, int], tuple[Request, dict]]
     parse: Callable[[Context, dict, Completion], list[dict]]
+    # Why there is no request to build now (evol: every parent so far is evolved), or None.
+    # While tasks are in flight more may come; when none are, the run stops with this reason.
+    exhausted: Callable[[Context], str | None] = lambda ctx: None
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,9 @@ class Step:
     build: Callable[[Context, dict, int], Request]
     apply: Callable[[Context, dict, Completion], bool]
     attempts: int = 1
+
+
+REJECT = "reason"  # set by a step on a task it rejects (see the module's docstring)
 
 
 def no_check(ctx: Context, candidate: dict) -> str | None:
@@ -129,10 +142,16 @@ class Method:
     # What the method keeps of a task that passed screening (it is in the index already), also
     # for each pending row a resumed run reads back.
     accepted: Callable[[Context, dict], None] = nothing_to_record
+    # What the method does about a candidate or task that will not be a row of the data:
+    # rejected at screening or later, or left unscreened (evol offers its parent again).
+    dropped: Callable[[Context, dict], None] = nothing_to_record
     # The task's instances once its steps are done.
     finish: Callable[[Context, dict], list[Instance]] = stored_instances
     # Keys of the task copied into its machine_instructions row.
     final_keys: tuple[str, ...] = field(default=())
+    # Keys of a candidate copied into every row about it, rejected ones included (evol: its
+    # parent, operation and generation, which a resume and `sigen stats` read back).
+    lineage: tuple[str, ...] = field(default=())
 
     @property
     def stages(self) -> tuple[str, ...]:

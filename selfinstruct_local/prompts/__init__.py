@@ -26,6 +26,10 @@ TEMPLATE_NAMES = (
     "alpaca_grounded",
     "grounded",
     "grounded_answer",
+    "evol_depth",
+    "evol_breadth",
+    "evol_compare",
+    "evol_answer",
 )
 # Templates that review finished data rather than generate it (`sigen judge`).
 REVIEW_TEMPLATE_NAMES = ("judge",)
