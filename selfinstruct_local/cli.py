@@ -186,6 +186,21 @@ def run(
         min=1, help="--method evol: how many times a line of instructions is evolved: each "
         "instruction that survives, below this generation, is rewritten once more. Default: "
         "3, or the run's own when continuing it.")] = None,
+    turns: Annotated[int | None, typer.Option(
+        min=1, help="--method magpie: user turns per conversation; each next request is drawn "
+        "from the chat template after the model's answer. A row of several turns is a "
+        "conversation (instances.jsonl `conversation`; ShareGPT and messages exports write it "
+        "whole). Default: 1, or the run's own when continuing it.")] = None,
+    system: Annotated[str | None, typer.Option(
+        help="--method magpie: the system prompt the model sees while it writes the user's "
+        "request, to steer the topics (e.g. 'You are an expert in organic chemistry.'); '' for "
+        "none. Default: none (the template's own) for --lang en; for --lang zh a Chinese one, "
+        "so that the model writes Chinese requests. Not `sigen export --system`, which adds a "
+        "system prompt to exported data.")] = None,
+    system_file: Annotated[Path | None, typer.Option(
+        "--system-file", exists=True, dir_okay=False, help="--method magpie: a UTF-8 file of "
+        "system prompts, one per line; each request draws one (recorded in its row's "
+        "`system`).")] = None,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="Show no progress (neither the live display on a terminal nor the "
         "log lines otherwise) and no informational messages. Warnings, errors and the resume "
@@ -214,6 +229,7 @@ def run(
             max_new_tokens=max_new_tokens, corpus=corpus, passage_chars=passage_chars,
             chapters=chapters, kinds=kinds, max_repeats=max_repeats, judge=judge,
             evolve_from=evolve_from, generations=generations,
+            turns=turns, system=system, system_file=system_file,
         )
     reporter = make_reporter(quiet)
     try:
@@ -446,7 +462,8 @@ def decontaminate(
     meta = decontaminate_run(run_dir, against, field or (), n_words=n, n_chars=n_chars,
                              warn=lambda m: print(m, file=sys.stderr))
     for name, count in meta["by_file"].items():
-        print(f"{name}: {meta['items'][name]:,} items, {count} task{'s' * (count != 1)} "
+        items = meta["items"][name]
+        print(f"{name}: {items:,} item{'s' * (items != 1)}, {count} task{'s' * (count != 1)} "
               "overlap")
     print(f"{meta['contaminated']} of {meta['tasks_checked']} tasks overlap a benchmark "
           f"({n} words / {n_chars} characters) -> {run_dir / 'contamination.jsonl'} in "
