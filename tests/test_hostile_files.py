@@ -398,7 +398,7 @@ def test_stats_on_a_damaged_run(run, damage):
     check(run, "stats", COMMANDS["stats"], damage)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(damage=DAMAGE)
 def test_resume_on_a_damaged_run(run, damage):
     check(run, "resume", RESUME, damage)
