@@ -88,8 +88,7 @@ def open_run(plan: Plan, reporter: Reporter) -> OpenRun | None:
             reporter.log(f"{store.root} is already finished ({accepted} instructions); "
                          "nothing to do.")
             return None
-    counts = (plan.previous or {}).get("counts")
-    state, journal = load_state(store, counts, warn=reporter.notice)
+    state, journal = load_state(store, plan.previous, warn=reporter.notice)
     ctx = build_context(plan, store, state)
     method = load_method(ctx)
     for row in journal:  # the pool as it was: seeds first (build_context), then the journal
@@ -115,7 +114,7 @@ def build_context(plan: Plan, store: RunStore, state: RunState) -> Context:
                    temperature=plan.temperature, top_p=plan.top_p,
                    examples=instance_examples(plan.prompts),
                    context_len=plan.engine.spec.max_model_len, corpus=plan.corpus,
-                   starting=plan.starting)
+                   starting=plan.starting, weights=plan.engine.weights)
 
 
 def generate(plan: Plan, run: OpenRun, engine, reporter: Reporter, started: float) -> Path:

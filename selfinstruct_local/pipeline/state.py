@@ -69,10 +69,6 @@ def load_state(store: RunStore, previous: dict | None, warn: Callable[[str], Non
     `check_journal`): a directory whose files are missing, damaged or disagree with the
     manifest is refused as it is. Only then is it repaired: a torn last line (a write cut
     short) is cut off, and instance rows of instructions still in flight are dropped."""
-    if previous is not None and "config" not in previous:
-        # TRANSITIONAL, remove once run.open_run passes plan.previous: a caller that still
-        # passes the manifest's counts (every manifest read has a config, runstore.py).
-        previous = {"config": {}, "counts": previous}
     counts = None if previous is None else previous.get("counts")
     state = RunState(stats=RunStats.from_json(counts or {}, skip=DERIVED_COUNTS))
     check_files(store, counts)
