@@ -25,6 +25,12 @@ class Request:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # The prompt is the model's own text already (Magpie renders its chat template up to the
+    # user's turn): sent verbatim, through no template.
+    raw: bool = False
+    # Token ids that end the completion besides EOS (special tokens, which are skipped from the
+    # text a stop string is matched against).
+    stop_token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,8 +98,9 @@ class Engine(Protocol):
 
 
 def render_prompt(tokenizer, prompt_format: str, request: Request) -> str:
-    """The exact text the model sees: chat template + reply prefix, or plain continuation."""
-    if prompt_format == "chat":
+    """The exact text the model sees: chat template + reply prefix, or plain continuation (a
+    raw request's prompt is that text already)."""
+    if prompt_format == "chat" and not request.raw:
         messages = [{"role": "user", "content": request.prompt}]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text + request.assistant_prefix

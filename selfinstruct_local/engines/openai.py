@@ -374,7 +374,7 @@ class OpenAIEngine:
 
     # -- generation -----------------------------------------------------------------------
     def render(self, request: Request) -> str:
-        if self.tokenizer is not None:
+        if self.tokenizer is not None or request.raw:
             return render_prompt(self.tokenizer, "chat", request)
         return render_prompt(None, "completion", request) if \
             self.spec.prompt_format == "completion" else request.prompt
@@ -387,7 +387,11 @@ class OpenAIEngine:
             body["stop"] = list(request.stop)
         if request.seed is not None:
             body["seed"] = request.seed
-        if self.tokenizer is not None or self.spec.prompt_format == "completion":
+        if request.stop_token_ids:  # vLLM's and SGLang's extension
+            body["stop_token_ids"] = list(request.stop_token_ids)
+        # A raw prompt was rendered with the model's tokenizer here (Magpie): only
+        # /v1/completions sends it as it is.
+        if request.raw or self.tokenizer is not None or self.spec.prompt_format == "completion":
             return "/completions", {**body, "prompt": self.render(request)}
         messages = [{"role": "user", "content": request.prompt}]
         if request.assistant_prefix:

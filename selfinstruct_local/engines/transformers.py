@@ -95,10 +95,12 @@ class TransformersEngine:
                 torch, seeds, first.temperature, first.top_p, self.device)])
         if first.stop:
             kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
+        eos_ids = _eos_ids(self.model, self.tokenizer) | set(first.stop_token_ids)
+        if first.stop_token_ids:  # a request's own stop tokens end it as EOS would
+            kwargs["eos_token_id"] = sorted(eos_ids)
         with torch.inference_mode():
             out = self.model.generate(**batch, **kwargs)
         prompt_len = batch["input_ids"].shape[1]
-        eos_ids = _eos_ids(self.model, self.tokenizer)
         completions = []
         for row, request in enumerate(requests):
             new_ids = out[row, prompt_len:].tolist()
@@ -154,7 +156,7 @@ class PerRequestSampler:
 
 
 def _sampling_key(r: Request) -> tuple:
-    return (r.max_tokens, r.temperature, r.top_p, r.stop)
+    return (r.max_tokens, r.temperature, r.top_p, r.stop, r.stop_token_ids)
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

@@ -147,7 +147,8 @@ class VLLMEngine:
     def params(self, r: Request):  # -> vllm.SamplingParams
         return self._vllm.SamplingParams(
             max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p,
-            stop=list(r.stop) or None, seed=r.seed if self.per_request_seeds else None)
+            stop=list(r.stop) or None, stop_token_ids=list(r.stop_token_ids) or None,
+            seed=r.seed if self.per_request_seeds else None)
 
     def generate(self, requests: list[Request]) -> list[Completion]:
         if not requests:
