@@ -25,7 +25,7 @@ from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import Completion, Request
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.pipeline.filters import copies_passage, copies_prompt
-from selfinstruct_local.pipeline.parsing import clean_item
+from selfinstruct_local.pipeline.parsing import clean_item, complete_sentences
 from selfinstruct_local.pipeline.repeats import RepeatCap
 from selfinstruct_local.pipeline.stages import Context, Method, Source, Step
 from selfinstruct_local.prompts import PromptSet
@@ -34,8 +34,6 @@ from selfinstruct_local.seeds import Instance
 KINDS_PER_PASSAGE = 2  # requests per drawn passage, each for a different kind of task
 TASK_TOKENS = 128
 ANSWER_TOKENS = 320
-# Where a sentence ends: a stop mark and any closing quotes or brackets after it.
-_SENTENCE_END = re.compile(r"(?:[。！？!?…]+|\.(?=\s|$))[\"'”’」』）)]*")
 
 
 def method(ctx: Context) -> Method:
@@ -224,7 +222,4 @@ def parse_answer(prompts: PromptSet, text: str, finish_reason: str) -> str:
     L = prompts.labels
     names = "|".join(re.escape(n) for n in (L.passage, L.task, L.instruction, L.question))
     answer = re.split(rf"\n\s*(?:{names})\s*[:：]", text, maxsplit=1)[0].strip()
-    if finish_reason == "length":
-        ends = list(_SENTENCE_END.finditer(answer))
-        answer = answer[: ends[-1].end()] if ends else ""
-    return answer
+    return complete_sentences(answer) if finish_reason == "length" else answer

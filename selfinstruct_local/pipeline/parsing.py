@@ -10,6 +10,20 @@ import re
 
 COLON = r"\s*[:：]"
 _QUOTES = "\"'“”‘’「」『』"
+# Where a sentence ends: a stop mark and any closing quotes or brackets after it.
+SENTENCE_END = re.compile(r"(?:[。！？!?…]+|\.(?=\s|$))[\"'”’」』）)]*")
+
+
+_ITEM_NUMBER = re.compile(r"(?:^|\n)[ \t]*\d+\.$")  # "1." opening a list item
+
+
+def complete_sentences(text: str) -> str:
+    """An answer cut off by the token limit, up to its last complete sentence (a long answer is
+    still an answer); empty when it has none. The number opening a list item ("\n2.") ends
+    no sentence."""
+    ends = [m.end() for m in SENTENCE_END.finditer(text)
+            if not _ITEM_NUMBER.search(text, 0, m.end())]
+    return text[: ends[-1]] if ends else ""
 
 
 def field_regex(*names: str) -> re.Pattern[str]:
