@@ -70,7 +70,9 @@ def export(run_dir: Path | str, fmt: str, output: Path | str | None = None, *,
     instances, left_out = select_instances(run, min_score, keep_contaminated)
     rows = [{"id": r["id"], "instruction_id": r["instruction_id"],
              "instruction": r["instruction"], "input": r.get("input") or "",
-             "output": r["output"]} for r in instances]
+             "output": r["output"],
+             **({"conversation": r["conversation"]} if r.get("conversation") else {})}
+            for r in instances]
     target = Path(output) if output is not None else default_output(run.root, fmt)
     card_path = target.parent / CARD if card else None
     info_path = target.parent / DATASET_INFO if llama_factory else None

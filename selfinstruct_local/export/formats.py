@@ -6,7 +6,8 @@ first four, `parquet` for the last) and that LLaMA-Factory reads through `datase
 
 - alpaca: a JSON list of {"instruction", "input", "output"}.
 - sharegpt: a JSON list of {"id", "conversations": [human, gpt]}; the input, if any, follows the
-  instruction after a blank line.
+  instruction after a blank line. A row of several turns (Magpie's `conversation`) is written
+  whole, in this format and in messages; the other formats hold its first turn.
 - jsonl: one {"instruction", "input", "output", "instruction_id"} object per line.
 - messages: one {"messages": [user, assistant]} object per line (OpenAI's chat format).
 - parquet: the jsonl columns as a Parquet table of strings.
@@ -34,6 +35,16 @@ def user_turn(row: dict) -> str:
     return row["instruction"] + (f"\n\n{row['input']}" if row["input"] else "")
 
 
+def conversation(row: dict) -> list[dict]:
+    """The row's messages ({"role", "content"}): every turn of a conversation, or the user's
+    turn and the output."""
+    return row.get("conversation") or [{"role": "user", "content": user_turn(row)},
+                                       {"role": "assistant", "content": row["output"]}]
+
+
+SHAREGPT_ROLES = {"user": "human", "assistant": "gpt"}
+
+
 def _with_system(record: dict, system: str | None) -> dict:
     return {**record, "system": system} if system is not None else record
 
@@ -56,16 +67,15 @@ def sharegpt_records(rows: list[dict], system: str | None = None) -> list[dict]:
         seen[row["instruction_id"]] += 1
         records.append(_with_system({
             "id": row.get("id") or f"{row['instruction_id']}-{seen[row['instruction_id']]}",
-            "conversations": [{"from": "human", "value": user_turn(row)},
-                              {"from": "gpt", "value": row["output"]}],
+            "conversations": [{"from": SHAREGPT_ROLES[m["role"]], "value": m["content"]}
+                              for m in conversation(row)],
         }, system))
     return records
 
 
 def messages_records(rows: list[dict], system: str | None = None) -> list[dict]:
     head = [{"role": "system", "content": system}] if system is not None else []
-    return [{"messages": [*head, {"role": "user", "content": user_turn(r)},
-                          {"role": "assistant", "content": r["output"]}]} for r in rows]
+    return [{"messages": [*head, *conversation(r)]} for r in rows]
 
 
 def _json_lines(records: list[dict]) -> bytes:
