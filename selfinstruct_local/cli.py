@@ -184,8 +184,9 @@ def run(
         "row records its parent_id, operation and generation.")] = None,
     generations: Annotated[int | None, typer.Option(
         min=1, help="--method evol: how many times a line of instructions is evolved: each "
-        "instruction that survives, below this generation, is rewritten once more. Default: "
-        "3, or the run's own when continuing it.")] = None,
+        "starting instruction, and each evolved one that survives below this generation, gets "
+        "one child (up to 3 rewrites until one survives). Default: 3, or the run's own when "
+        "continuing it.")] = None,
     turns: Annotated[int | None, typer.Option(
         min=1, help="--method magpie: user turns per conversation; each next request is drawn "
         "from the chat template after the model's answer. A row of several turns is a "

@@ -321,7 +321,8 @@ def from_jsonl(path: Path) -> tuple[Task, ...]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SigenError(f"{where}: not valid JSON ({exc.msg})") from None
+            raise SigenError(f"{where}: not valid JSON ({exc.msg}); --evolve-from takes a JSONL "
+                             "file, one JSON object a line, or a run directory") from None
         if not isinstance(row, dict) or not isinstance(row.get("instruction"), str) \
                 or not row["instruction"].strip():
             raise SigenError(f"{where}: a line must be a JSON object with a non-empty string "
