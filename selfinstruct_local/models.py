@@ -23,6 +23,9 @@ from selfinstruct_local.errors import SigenError
 from selfinstruct_local.resources import project_file
 
 PROMPT_FORMATS = ("completion", "chat")
+# generate: a model that writes (sigen run --model); embed: a sentence-embedding checkpoint, only
+# for --embed-model (any generate entry may be pooled as a weak embedder too: embed/).
+KINDS = ("generate", "embed")
 
 
 def default_models_file() -> Path:
@@ -52,6 +55,7 @@ class ModelSpec:
     description: str = ""
     languages: tuple[str, ...] = ("en",)
     tensor_parallel: int | None = None  # GPUs per replica; None: 1 (a replica per GPU)
+    kind: str = "generate"  # one of KINDS
 
     @property
     def is_packaged(self) -> bool:
@@ -111,6 +115,9 @@ def _spec_from_entry(source: Path, name: str, entry: Any) -> ModelSpec:
     fmt = entry.get("prompt_format", "chat")
     if fmt not in PROMPT_FORMATS:
         raise SigenError(f"{where}: prompt_format must be one of {PROMPT_FORMATS}, not {fmt!r}")
+    kind = entry.get("kind", "generate")
+    if kind not in KINDS:
+        raise SigenError(f"{where}: kind must be one of {KINDS}, not {kind!r}")
     path = Path(os.path.expandvars(str(entry["path"]))).expanduser()
     if not path.is_absolute():
         path = model_dir() / path
@@ -126,6 +133,7 @@ def _spec_from_entry(source: Path, name: str, entry: Any) -> ModelSpec:
         description=" ".join(str(entry.get("description", "")).split()),
         languages=tuple(entry.get("languages") or ("en",)),
         tensor_parallel=int(entry["tensor_parallel"]) if entry.get("tensor_parallel") else None,
+        kind=kind,
     )
 
 

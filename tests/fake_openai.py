@@ -62,12 +62,14 @@ class FakeOpenAIServer:
     when the first and the last came (time.monotonic())."""
 
     def __init__(self, models: Answer | None = None, completions: Answer | None = None,
-                 chat: Answer | None = None) -> None:
+                 chat: Answer | None = None, embeddings: Answer | None = None) -> None:
         self.answers: dict[str, Answer] = {
             "/v1/models": models or model_list("smollm2-135m"),
             "/v1/completions": completions or completion(),
             "/v1/chat/completions": chat or chat_completion(),
         }
+        if embeddings is not None:  # served only when a test asks for it, as real servers do
+            self.answers["/v1/embeddings"] = embeddings
         self.hits: Counter[str] = Counter()
         self.bodies: list[tuple[str, dict]] = []
         self.first_post: float | None = None

@@ -70,7 +70,10 @@ def noting_ctrl_c() -> Iterator[list[bool]]:
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, spec: ModelSpec, options: EngineOptions) -> None:
+    def __init__(self, spec: ModelSpec, options: EngineOptions,
+                 pooling: str | None = None) -> None:
+        """`pooling` ("MEAN", "CLS" or "LAST"): vLLM's pooling runner, for embeddings
+        (`self.llm.embed`), instead of a generating engine."""
         self.log_path = options.engine_log
         # Defaults that keep the CPU build small and quiet; a user's own settings win. With a
         # run's engine.log, vLLM's start-up lines are worth keeping there.
@@ -92,7 +95,7 @@ class VLLMEngine:
             # vLLM prints at import, and its engine-core process inherits the descriptors
             # that are current when it starts: both happen inside this window (enginelog.py).
             with output_to(self.log_path), noting_ctrl_c() as interrupted:
-                self._start(spec, options)
+                self._start(spec, options, pooling)
         except SigenError:
             self._watchdog.close()  # ends what the failed start left running
             raise
@@ -105,7 +108,7 @@ class VLLMEngine:
         logger_to("vllm", self.log_path)  # what it logs from this process from now on
         self.stats.load_seconds = time.perf_counter() - start
 
-    def _start(self, spec: ModelSpec, options: EngineOptions) -> None:
+    def _start(self, spec: ModelSpec, options: EngineOptions, pooling: str | None) -> None:
         try:
             import vllm
         except ImportError:
@@ -127,6 +130,11 @@ class VLLMEngine:
             kwargs["tensor_parallel_size"] = options.tensor_parallel
         else:
             kwargs["enforce_eager"] = True  # compiling graphs on CPU costs minutes for no gain
+        if pooling is not None:
+            from vllm.config import PoolerConfig
+
+            kwargs.update(runner="pooling", pooler_config=PoolerConfig(
+                seq_pooling_type=pooling, use_activation=True))  # normalized vectors
         # vLLM's CPU build fails ("CPU Generator does not use offset") when a seeded request's
         # prefill is split over steps, as long prompts are; on CPU only the engine is seeded.
         # Either way runs are alike, not byte-identical: batches form by timing (see README).
