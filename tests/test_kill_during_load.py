@@ -9,9 +9,8 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from tests.test_interrupt import start
+from tests.processes import descendants, kill_when, start_sigen
 from tests.test_reaper import session_members
-from tests.test_resume import descendants, kill_when
 
 pytestmark = [pytest.mark.engine,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
@@ -28,6 +27,8 @@ def command(pid):
 def commands_under(pid):
     return [command(child) for child in descendants(pid)]
 
+
+RUN = ("run", "-n", "6", "--batch-size", "4", "--seed", "13")
 
 # Moments of loading, in the order they come (about 5, 9 and 15 s after the start here).
 MOMENTS = {
@@ -54,7 +55,7 @@ ManagedServer(spec, spec.path).start()
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_nothing_outlives_sigen_killed_while_the_engine_loads(tmp_path, smollm2, moment):
     stderr = tmp_path / "stderr.txt"
-    process = start(tmp_path / "run", stderr)
+    process = start_sigen([*RUN, "-o", str(tmp_path / "run")], stderr)
     # Only sigen's own process, as `kill -9 PID` does; then the processes found under it (the
     # watchdog among them) must end.
     kill_when(process, lambda: MOMENTS[moment](process.pid, stderr.read_text()), timeout=300,
