@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,35 @@ def vllm_server(smollm2, tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run written by the real `sigen` command `args`, started in the folder `cwd`."""
+
+    path: Path
+    cwd: Path
+    args: tuple[str, ...]
+    stderr: str
+
+
+# Self-Instruct, 3 instructions through the shared server; the API key must reach no file.
+SERVED_RUN = ("run", "--engine", "openai", "-n", "3", "--batch-size", "8", "--seed", "3")
+SERVED_RUN_KEY = "sk-not-needed-here"
+
+
+@pytest.fixture(scope="session")
+def served_run(vllm_server, tmp_path_factory) -> FinishedRun:
+    """One finished Self-Instruct run of the packaged model, written once per test session by
+    `sigen run --engine openai` on the shared `vllm serve`, without --output (so under ./runs/
+    of a folder of its own), for the tests that only read a finished run. A test that changes
+    it works on a copy (shutil.copytree)."""
+    cwd = tmp_path_factory.mktemp("served-run")
+    args = (*SERVED_RUN, "--base-url", vllm_server.base_url)
+    result = sigen(*args, cwd=cwd, env={"OPENAI_API_KEY": SERVED_RUN_KEY})
+    assert result.returncode == 0, result.stderr[-3000:]
+    [path] = (cwd / "runs").iterdir()
+    return FinishedRun(path, cwd, args, result.stderr)
 
 
 # Nothing listens on port 9 (discard) of 127.0.0.1: an openai run or judge pointed there fails

@@ -1,4 +1,9 @@
-"""`sigen run` end to end with the real vLLM engine (CPU build) on the packaged model."""
+"""`sigen run` end to end on the packaged model, each method through the tests' shared `vllm serve`
+(--engine openai renders every prompt with the model's own tokenizer, as vLLM in sigen's process
+does, so the same prompts reach the same model without loading it for each run). The default
+command with vLLM in sigen's process, start to finish and then stopped every way, is in
+test_resume.py; English grounding runs on the scripted engine. The checks of a run directory
+here serve the other tests that read one."""
 
 import json
 import os
@@ -9,15 +14,15 @@ from pathlib import Path
 import pytest
 
 from selfinstruct_local.corpus import load_corpus
+from selfinstruct_local.engines.server import free_port
 from selfinstruct_local.engines.vllm import FEW_CORES
 from selfinstruct_local.prompts import load_prompts
 from selfinstruct_local.quality.gate import task_ids
 from tests.conftest import sigen
+from tests.replay_engine import run_scripted
 
 CORPUS_ZH = Path(__file__).parent / "fixtures" / "corpus_zh"
 CORPUS_EN = Path(__file__).parent / "fixtures" / "corpus_en"
-
-pytestmark = pytest.mark.engine
 
 RUN_FILES = ("machine_instructions.jsonl", "instances.jsonl", "rejected.jsonl", "data.json",
              "manifest.json")
@@ -89,46 +94,28 @@ def check_quiet_engine(out, stderr):
         assert len(cores.group(1).split(",")) == usable, cores.group(0)
 
 
-def test_self_instruct_run(tmp_path, smollm2):
-    out = tmp_path / "run"
-    result = sigen("run", "-n", "5", "--batch-size", "8", "-o", str(out), "--seed", "3")
-    assert result.returncode == 0, result.stderr[-3000:]
-    instructions, manifest = check_run_directory(out, 5)
-    check_quiet_engine(out, result.stderr)
-    assert manifest["counts"]["classify_requests"] >= 5
-    # stderr is a pipe: plain progress lines, one per round, and no terminal control codes.
-    rounds = re.findall(r"^round (\d+): (\d+)/5 accepted, \d+ rejected \(.*\), \d+ tok/s, "
-                        r"elapsed \d+m\d\ds", result.stderr, flags=re.M)
-    assert rounds and int(rounds[-1][0]) == manifest["counts"]["rounds"]
-    assert int(rounds[-1][1]) == 5
-    assert "\x1b[" not in result.stderr
-    assert sum(manifest["rejected_by_reason"].values()) == manifest["counts"][
-        "instructions_rejected"]
-
-    again = sigen("run", "-n", "5", "-o", str(out))
-    assert again.returncode == 0 and "already finished" in again.stderr
-
-    # The same command without --output, elsewhere: a new run under ./runs/ (not the one
-    # above, which has another output directory) ...
-    same = ("run", "-n", "5", "--batch-size", "8", "--seed", "3")
-    fresh = sigen(*same, cwd=tmp_path)
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    [made] = (tmp_path / "runs").iterdir()
-    check_run_directory(made, 5)
-    # ... and running it once more finds that run (resuming it after a crash; here it is done).
-    repeat = sigen(*same, cwd=tmp_path)
-    assert repeat.returncode == 0 and "already finished" in repeat.stderr
-    assert f"{Path('runs') / made.name} holds a run with the same settings" in repeat.stderr
-    assert len(list((tmp_path / "runs").iterdir())) == 1
+@pytest.mark.engine
+def test_the_same_command_finds_its_run_under_runs(served_run):
+    """Without --output a run goes to a new ./runs/<timestamp> (the shared finished run was
+    started so); the same command once more finds that run, to resume it after a crash, and
+    here says it is done: no model is loaded, no second run is started."""
+    assert served_run.path.parent == served_run.cwd / "runs"
+    repeat = sigen(*served_run.args, cwd=served_run.cwd)
+    assert repeat.returncode == 0, repeat.stderr[-3000:]
+    assert "already finished" in repeat.stderr and "Loading" not in repeat.stderr
+    assert f"{Path('runs') / served_run.path.name} holds a run with the same settings" in \
+        repeat.stderr
+    assert list((served_run.cwd / "runs").iterdir()) == [served_run.path]
 
 
-def test_alpaca_run(tmp_path, smollm2):
+@pytest.mark.engine
+def test_alpaca_run(tmp_path, vllm_server):
     out = tmp_path / "alpaca"
-    result = sigen("run", "--method", "alpaca", "-n", "5", "--batch-size", "6",
+    result = sigen("run", "--engine", "openai", "--base-url", vllm_server.base_url,
+                   "--method", "alpaca", "-n", "3", "--batch-size", "6",
                    "--max-new-tokens", "768", "-o", str(out), "--seed", "5", "--judge")
     assert result.returncode == 0, result.stderr[-3000:]
-    instructions, manifest = check_run_directory(out, 5)
-    check_quiet_engine(out, result.stderr)
+    instructions, manifest = check_run_directory(out, 3, engine="openai")
     assert manifest["config"]["method"] == "alpaca"
     assert "classify_requests" not in manifest["counts"]
     # --judge: every task scored as the run went, by the run's own model.
@@ -146,9 +133,8 @@ def check_judged_as_it_went(out, manifest, stderr):
     assert f"Judged: {len(ids)} of {len(ids)} tasks have a score row" in stderr
 
 
-
-def check_grounded_run(out, corpus, lang, minimum):
-    instructions, manifest = check_run_directory(out, minimum)
+def check_grounded_run(out, corpus, lang, minimum, engine="vllm"):
+    instructions, manifest = check_run_directory(out, minimum, engine)
     config = manifest["config"]
     assert config["lang"] == lang and config["corpus"] == str(corpus)
     passages = {p.id: p for p in load_corpus(corpus, max_chars=config["passage_chars"])}
@@ -166,35 +152,44 @@ def check_grounded_run(out, corpus, lang, minimum):
     return passages
 
 
-def test_grounded_chinese_run(tmp_path, smollm2):
+@pytest.mark.engine
+def test_grounded_chinese_run(tmp_path, vllm_server):
     out = tmp_path / "zh"
-    result = sigen("run", "--lang", "zh", "--corpus", str(CORPUS_ZH), "-n", "5",
+    result = sigen("run", "--engine", "openai", "--base-url", vllm_server.base_url,
+                   "--lang", "zh", "--corpus", str(CORPUS_ZH), "-n", "3",
                    "--batch-size", "16", "-o", str(out), "--seed", "7")
     assert result.returncode == 0, result.stderr[-3000:]
-    passages = check_grounded_run(out, CORPUS_ZH, "zh", 5)
+    passages = check_grounded_run(out, CORPUS_ZH, "zh", 3, engine="openai")
     # The fixture's four chapters make six passages at the length measured for this model.
     assert len(passages) >= 5 and {p.chapter_index for p in passages.values()} == {1, 2, 3, 4}
 
 
 def test_grounded_english_run(tmp_path, smollm2):
+    """English grounding, through `sigen run`'s own code with the scripted engine answering (the
+    real model answers the Chinese run above, through the same code)."""
     out = tmp_path / "en"
-    result = sigen("run", "--corpus", str(CORPUS_EN), "-n", "3", "--batch-size", "12",
-                   "-o", str(out), "--seed", "7")
-    assert result.returncode == 0, result.stderr[-3000:]
-    passages = check_grounded_run(out, CORPUS_EN, "en", 3)
+    run_scripted(out, corpus=CORPUS_EN, num_instructions=3, batch_size=12, seed=7)
+    passages = check_grounded_run(out, CORPUS_EN, "en", 3, engine="scripted")
     assert {p.chapter for p in passages.values()} == {"Chapter 1", "Chapter 2", "Chapter 3"}
 
 
-def test_alpaca_on_chapters_of_a_chinese_corpus(tmp_path, smollm2):
+@pytest.mark.engine
+def test_alpaca_on_chapters_of_a_chinese_corpus(tmp_path, vllm_server):
     """The Alpaca method on a corpus, restricted to chapters 2-3: every task's passage comes
-    from them and is the task's input; data.json has the Alpaca shape."""
+    from them and is the task's input; data.json has the Alpaca shape. The first of the two
+    servers is dead (nothing listens there): it is taken out of rotation, the run goes on."""
     out = tmp_path / "alpaca-zh"
-    result = sigen("run", "--method", "alpaca", "--lang", "zh", "--corpus", str(CORPUS_ZH),
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    result = sigen("run", "--engine", "openai", "--base-url", f"{dead},{vllm_server.base_url}",
+                   "--method", "alpaca", "--lang", "zh", "--corpus", str(CORPUS_ZH),
                    "--chapters", "2-3", "-n", "2", "--batch-size", "8", "-o", str(out),
                    "--seed", "5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "from 2 chapters (2-3)" in result.stderr
-    instructions, manifest = check_run_directory(out, 2)
+    instructions, manifest = check_run_directory(out, 2, engine="openai")
+    assert manifest["engine"]["servers"] == [dead, vllm_server.base_url]
+    assert manifest["engine"]["replicas_dropped"] == 1
+    assert f"{dead} taken out of rotation (connection refused" in result.stderr
     config = manifest["config"]
     assert config["method"] == "alpaca" and config["chapters"] == "2-3"
     assert manifest["corpus"]["chapters"] == "2-3"
