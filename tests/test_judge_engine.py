@@ -1,7 +1,8 @@
-"""`sigen judge` on the packaged model (transformers engine): every task gets a row, a second
-call scores nothing twice, and after a kill (simulated: half the rows and a torn line left)
-the same command scores exactly the tasks that are missing. The 135M model's scores are not
-expected to be good, only well-formed."""
+"""`sigen judge` on the packaged model, served by the tests' shared `vllm serve` (the transformers
+engine's own contract is tested in test_engines.py): every task gets a row, a second call scores
+nothing twice, and after a kill (simulated: half the rows and a torn line left) the same command
+scores exactly the tasks that are missing. The 135M model's scores are not expected to be good,
+only well-formed."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ TASKS = [
     ("What is 2 + 2?", "", "5"),
 ]
 IDS = ["mi-000001-1", "mi-000002-1", "mi-000002-2", "mi-000003-1"]
-JUDGE = ("judge", "--engine", "transformers", "--batch-size", "2")
+JUDGE = ("judge", "--engine", "openai", "--batch-size", "2")
 
 
 def rows(run):
@@ -41,9 +42,10 @@ def check_rows(found: list[dict]) -> None:
             assert row["score"] in range(1, 6) and isinstance(row["reason"], str)
 
 
-def test_judge_scores_every_task_once_and_resumes(tmp_path, smollm2):
+def test_judge_scores_every_task_once_and_resumes(tmp_path, vllm_server):
     run = write_run(tmp_path / "run", TASKS)
-    first = sigen(*JUDGE, str(run), timeout=1800)
+    judge = (*JUDGE, "--base-url", vllm_server.base_url)
+    first = sigen(*judge, str(run), timeout=1800)
     assert first.returncode == 0, first.stderr
     found = rows(run)
     assert [r["id"] for r in found] == IDS
@@ -56,7 +58,7 @@ def test_judge_scores_every_task_once_and_resumes(tmp_path, smollm2):
 
     # A second call loads no model and writes nothing.
     before = (run / SCORES).read_bytes()
-    again = sigen(*JUDGE, str(run), timeout=300)
+    again = sigen(*judge, str(run), timeout=300)
     assert again.returncode == 0, again.stderr
     assert "All 4 tasks" in again.stderr and "Loading" not in again.stderr
     assert (run / SCORES).read_bytes() == before
@@ -65,7 +67,7 @@ def test_judge_scores_every_task_once_and_resumes(tmp_path, smollm2):
     lines = before.decode("utf-8").splitlines(keepends=True)
     kept = "".join(lines[:2])
     (run / SCORES).write_text(kept + lines[2][: len(lines[2]) // 2], encoding="utf-8")
-    resumed = sigen(*JUDGE, str(run), timeout=1800)
+    resumed = sigen(*judge, str(run), timeout=1800)
     assert resumed.returncode == 0, resumed.stderr
     assert "torn last line" in resumed.stderr
     assert "Judging 2 of 4 tasks" in resumed.stderr
