@@ -76,6 +76,17 @@ def served_run(vllm_server, tmp_path_factory) -> FinishedRun:
     return FinishedRun(path, cwd, args, result.stderr)
 
 
+@pytest.fixture(scope="session")
+def transformers_engine(smollm2):
+    """The transformers engine on the packaged model, loaded once per test session (seed 7,
+    forward batches of 2) for the tests of what it generates; a test must not close it."""
+    from selfinstruct_local.engines import EngineOptions, load_engine
+
+    engine = load_engine("transformers", smollm2, EngineOptions(gpus=0, seed=7, batch_size=2))
+    yield engine
+    engine.close()
+
+
 # Nothing listens on port 9 (discard) of 127.0.0.1: an openai run or judge pointed there fails
 # within seconds at connecting, never loading a model.
 DEAD_URL = "http://127.0.0.1:9/v1"

@@ -2,18 +2,16 @@
 
 import pytest
 
-from selfinstruct_local.engines import EngineOptions, Request, load_engine
+from selfinstruct_local.engines import Request
 from selfinstruct_local.engines.base import render_prompt
 
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture(scope="module")
-def engine(smollm2):
-    """Loaded once for the module; forward batches of 2, so a batch of 3 requests takes two."""
-    eng = load_engine("transformers", smollm2, EngineOptions(gpus=0, seed=7, batch_size=2))
-    yield eng
-    eng.close()
+@pytest.fixture
+def engine(transformers_engine):
+    """The session's transformers engine (conftest.py): seed 7, forward batches of 2."""
+    return transformers_engine
 
 
 def test_chat_prompt_rendering_starts_the_reply(engine):
@@ -25,7 +23,6 @@ def test_chat_prompt_rendering_starts_the_reply(engine):
 
 
 def test_generate_a_batch(engine):
-    assert engine.batch_size == 2  # --batch-size is the forward batch: here 2 + 1
     requests = [
         Request(prompt="Name three colors.", max_tokens=24, temperature=0.0),
         Request(prompt="Count from one to twenty in words, separated by commas.",
@@ -49,8 +46,7 @@ def test_seeded_sampling_is_reproducible(engine):
 
 
 def test_per_request_seeds_whatever_the_batch(engine):
-    """A sampled request's text follows from its own seed, not from its place in the batch
-    (nor from which forward batch of 2 it lands in)."""
+    """A sampled request's text follows from its own seed, not from its place in the batch."""
     cat5 = Request(prompt="Invent a name for a cat.", max_tokens=12, temperature=1.0, seed=5)
     dog = Request(prompt="Invent a name for a dog.", max_tokens=12, temperature=1.0, seed=6,
                   top_p=0.9)
@@ -59,3 +55,9 @@ def test_per_request_seeds_whatever_the_batch(engine):
     backward = [c.text for c in engine.generate([cat7, dog, cat5])]
     assert forward == backward[::-1]
     assert forward[0] != forward[2]  # the same prompt with another seed
+
+
+def test_batch_size_is_the_forward_batch(engine):
+    assert engine.batch_size == 2
+    requests = [Request(prompt=f"Say the number {i}.", max_tokens=4) for i in range(3)]
+    assert len(engine.generate(requests)) == 3  # two forward batches: 2 + 1
