@@ -39,16 +39,19 @@ CONNECTIVITY = 32  # links per node
 EXPANSION_ADD = 64  # candidate list while inserting
 EXPANSION_SEARCH = 128  # candidate list while searching
 ANN_CANDIDATES = 16  # nearest items the graph returns, then scored exactly
-# How far a float32 dot product of unit vectors can be from the exact one: at most about
-# dim * 2**-24 (the sum of |a_i * b_i| is at most 1), 2.4e-4 for 4,096 dimensions; the margin is
-# over twice that. A scan in float32 keeps every item within the margin of the bar, and those are
-# scored exactly: an item the scan puts below (best scan - margin) scores below the best item,
-# and below the threshold if any item reaches it.
-FLOAT32_MARGIN = 1e-3
 # Scores are rounded to this many decimals: float32 vectors carry about 7 significant digits, so
 # the digits past it are noise; rounded, a vector scores exactly 1.0 with itself (its float32
 # norm is 1 only to within 1e-7) and a cosine written in the threshold's decimals ties with it.
 SCORE_DECIMALS = 6
+
+
+def float32_margin(dim: int) -> float:
+    """How far apart a float32 dot product of two unit vectors (any order of summation) and the
+    exact score can be, with room to spare: twice the rounding bound dim * 2**-24 (the sum of
+    |a_i * b_i| is at most 1) plus the score's rounding. A float32 scan keeps every item within
+    this of its bar, and those are scored exactly: an item the scan puts further below the best
+    scan scores below the best item, and below the threshold if any item reaches it."""
+    return 2 * dim * 2.0**-24 + 10.0**-SCORE_DECIMALS
 
 
 def semantic_threshold(value: float) -> float:
@@ -152,7 +155,7 @@ class SemanticIndex:
             scan = self._vectors[:self._size] @ vector  # float32: only to pick candidates
             k = min(k, self._size)
             kth = np.partition(scan, self._size - k)[self._size - k]
-            ids = np.flatnonzero(scan >= kth - FLOAT32_MARGIN)
+            ids = np.flatnonzero(scan >= kth - float32_margin(self.dim))
             vectors = self._vectors[ids]
         else:
             ids = self._graph.search(vector, max(k, self.candidates))
@@ -167,8 +170,8 @@ class SemanticIndex:
         if self._graph is None and self._size:
             scan = self._vectors[:self._size] @ vector
             # The best item is within the float32 margin of the best scan, and if any item
-            # reaches the threshold, so does the best (see FLOAT32_MARGIN).
-            bar = max(float(scan.max()), self.threshold) - FLOAT32_MARGIN
+            # reaches the threshold, so does the best (see float32_margin).
+            bar = max(float(scan.max()), self.threshold) - float32_margin(self.dim)
             ids = np.flatnonzero(scan >= bar)
             if not len(ids):
                 return None
