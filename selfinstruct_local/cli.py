@@ -315,17 +315,60 @@ RunDir = Annotated[Path, typer.Argument(help="A run directory written by `sigen 
 
 
 @app.command()
-def stats(run_dir: RunDir) -> None:
-    """Summarize a run (counts, reasons, lengths, diversity); write report.md with plots."""
-    from selfinstruct_local.report import format_summary, save_report, summary_of
+def stats(
+    run_dir: Annotated[Path | None, typer.Argument(
+        help="A run directory written by `sigen run`.", file_okay=False, metavar="RUN_DIR",
+        show_default=False)] = None,
+    compare: Annotated[tuple[Path, Path] | None, typer.Option(
+        "--compare", metavar="RUN_A RUN_B", help="Print two runs' diversity figures side by "
+        "side (from their diversity.json, measured and saved first where it is missing or "
+        "out of date) instead of a report.", show_default=False)] = None,
+    embed_model: Annotated[str | None, typer.Option(
+        "--embed-model", help="Embed the instructions with this model (a models.yaml name or "
+        "a checkpoint directory; runs in this process, offline) for the embedding map, "
+        "clusters and nearest-neighbour similarities. Default: the run's embeddings.jsonl if "
+        "it has one, else no embedding figures (and no model loaded).")] = None,
+    models_file: ModelsFile = None,
+) -> None:
+    """Summarize a run (counts, reasons, lengths, diversity); write report.md with plots and
+    diversity.json."""
+    from selfinstruct_local import diversity
+    from selfinstruct_local.report import (
+        format_diversity,
+        format_summary,
+        require_matplotlib,
+        save_report,
+        summary_of,
+    )
     from selfinstruct_local.runstore import load_run
 
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    if compare is not None:
+        if run_dir is not None:
+            raise SigenError("give either a run directory or --compare RUN_A RUN_B, not both")
+        figures = []
+        for each in compare:
+            _note_if_being_written(each)
+            figures.append(diversity.figures_for(each, embed_model, models_file, log))
+        print(diversity.format_comparison(*figures), end="")
+        return
+    if run_dir is None:
+        raise SigenError("give a run directory (sigen stats DIR), or --compare RUN_A RUN_B")
     _note_if_being_written(run_dir)
     run = load_run(run_dir)  # once: its warnings are printed once
+    require_matplotlib()  # before any measuring
     summary = summary_of(run)
-    path = save_report(run, summary)  # first, so that `sigen stats DIR | head` still writes it
+    embeddings = (diversity.computed_embeddings(run, embed_model, models_file, log)
+                  if embed_model else diversity.stored_embeddings(run))
+    measured = diversity.measure(run, embeddings)
+    # First, so that `sigen stats DIR | head` still writes them.
+    path = save_report(run, summary, measured)
     print(format_summary(summary))
+    print(format_diversity(measured.figures))
     print(f"report: {path}")
+    print(f"diversity figures: {run.root / diversity.DIVERSITY}")
 
 
 @app.command()

@@ -28,7 +28,7 @@ def render_plots(summary: dict, instruction_lengths: list[int],
     return plots
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     # The object-oriented API with an explicit Agg canvas: no pyplot global state, no GUI backend.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -38,27 +38,27 @@ def _figure(width: float, height: float):
     return figure
 
 
-def _counts_axis(ax) -> None:
+def counts_axis(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.5 ticks
 
 
-def _png(figure) -> bytes:
+def png_bytes(figure) -> bytes:
     buffer = io.BytesIO()
     # No "Software" stamp: the same run then gives byte-identical plots.
     figure.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()
 
 
-def _no_data(ax, message: str = "no data") -> None:
+def no_data(ax, message: str = "no data") -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="gray")
     ax.set_ylim(0, 1)
     ax.set_yticks([])  # autoscaling with nothing to show gives a meaningless -0.06..0.06
 
 
 def _similarity_plot(summary: dict) -> bytes:
-    figure = _figure(7, 4)
+    figure = new_figure(7, 4)
     ax = figure.add_subplot()
     bins = summary["max_similarity"]
     total = sum(b["count"] for b in bins)
@@ -72,40 +72,40 @@ def _similarity_plot(summary: dict) -> bytes:
     ax.set_ylabel("accepted instructions")
     ax.set_title(f"Highest ROUGE-L with the pool (n={total})")
     ax.margins(y=0.12)
-    _counts_axis(ax)
+    counts_axis(ax)
     if not total:
-        _no_data(ax, "no accepted instructions")
-    return _png(figure)
+        no_data(ax, "no accepted instructions")
+    return png_bytes(figure)
 
 
 def _length_plot(values: list[int], dist: dict, what: str) -> bytes:
     from matplotlib.ticker import MaxNLocator
 
-    figure = _figure(7, 4)
+    figure = new_figure(7, 4)
     ax = figure.add_subplot()
     ax.set_title(f"{what.capitalize()} length (n={len(values)})")
     ax.set_xlabel(f"{what} length in tokens (a CJK character counts as one)")
     ax.set_ylabel(f"{what}s")
     if not values:
-        _no_data(ax)
-        return _png(figure)
+        no_data(ax)
+        return png_bytes(figure)
     low, high = min(values), max(values)
     # One bar per length while that stays readable, else 40 equal bins.
     bins = [x - 0.5 for x in range(low, high + 2)] if high - low <= 50 else 40
     ax.hist(values, bins=bins, color="#55a868", edgecolor="white")
-    _counts_axis(ax)
+    counts_axis(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # lengths are whole tokens
     ax.axvline(dist["median"], color="black", linestyle="--",
                label=f"median {num(dist['median'])}")
     ax.axvline(dist["p90"], color="#c44e52", linestyle=":", label=f"p90 {num(dist['p90'])}")
     ax.legend(loc="upper right")
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def _rejections_plot(summary: dict) -> bytes:
     from matplotlib.ticker import MaxNLocator
 
-    figure = _figure(11, 4.2)
+    figure = new_figure(11, 4.2)
     panels = (("Rejected instructions", summary["rejected_by_round"]),
               ("Dropped instances", summary["dropped_by_round"]))
     rounds = sorted({r for _, table in panels for r in table})
@@ -120,7 +120,7 @@ def _rejections_plot(summary: dict) -> bytes:
         for counts in table.values():
             totals.update(counts)
         if not totals:
-            _no_data(ax, "none")
+            no_data(ax, "none")
             continue
         bottom = [0] * len(rounds)
         colors = [f"C{i % 10}" for i in range(len(totals))]
@@ -133,16 +133,16 @@ def _rejections_plot(summary: dict) -> bytes:
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(rounds[0] - pad, rounds[-1] + pad)
-        _counts_axis(ax)
+        counts_axis(ax)
         # Headroom for the legend above the tallest bar, one line per reason. set_ylim, not
         # margins: zero-height segments on top of a stack would pin the autoscaled limit.
         ax.set_ylim(0, max(bottom) * (1.15 + 0.08 * len(totals)))
         ax.legend(fontsize="small", loc="upper right")
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def _scores_plot(judge: dict) -> bytes:
-    figure = _figure(7, 4)
+    figure = new_figure(7, 4)
     ax = figure.add_subplot()
     labels = [str(h["score"]) for h in judge["histogram"]] + ["unparsed"]
     counts = [h["count"] for h in judge["histogram"]] + [judge["unparsed"]]
@@ -154,7 +154,7 @@ def _scores_plot(judge: dict) -> bytes:
     ax.set_title(f"Judge scores by {', '.join(judge['judges']) or '-'} "
                  f"({judge['judged']} of {judge['tasks']} tasks judged)")
     ax.margins(y=0.12)
-    _counts_axis(ax)
+    counts_axis(ax)
     if not judge["judged"]:
-        _no_data(ax, "no task judged yet")
-    return _png(figure)
+        no_data(ax, "no task judged yet")
+    return png_bytes(figure)

@@ -3,24 +3,30 @@
 
 The run directory is only read (runstore.load_run), never repaired: a report may be taken while
 `sigen run` is still appending to it, so a torn last line is skipped here instead of being cut
-from the file (which a resume does). The only files written are report.md and its plots, each
-replaced atomically.
+from the file (which a resume does). The only files written are report.md, its plots and
+diversity.json (diversity.py), each replaced atomically.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import statistics
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from selfinstruct_local.diversity import (
+    Diversity,
+    diversity_tables,
+    measure,
+    save_figures,
+    stored_embeddings,
+)
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.plots import render_plots
 from selfinstruct_local.quality.gate import contamination_summary, judge_summary, task_ids
-from selfinstruct_local.readable import num
+from selfinstruct_local.readable import align, num, numeric_columns
 from selfinstruct_local.runstore import REPORT, Run, load_run, write_atomic
 from selfinstruct_local.text import count_words, is_cjk_char, tokenize
 
@@ -30,6 +36,9 @@ PLOTS = {
     "output_length": "report-output-length.png",
     "rejections": "report-rejections-per-round.png",
     "scores": "report-judge-scores.png",  # only for a judged run
+    "verb_object": "report-verb-object.png",
+    "embedding_map": "report-embedding-map.png",  # only with embeddings
+    "neighbours": "report-nearest-neighbour.png",  # only with embeddings
 }
 SIM_BIN_WIDTH = 0.1
 SIM_BINS = 7  # 0.0-0.1 ... 0.6-0.7: accepted instructions are below the 0.7 ROUGE-L threshold
@@ -191,7 +200,6 @@ def _pct(part: int, whole: int) -> str:
 
 
 Table = tuple[str, list[str], list[list[str]]]
-_NUMBER = re.compile(r"-|[\d.,]+%?")
 
 
 def _tables(s: dict) -> list[Table]:
@@ -272,42 +280,37 @@ def _ngram_size(check: dict) -> str:
     return f"{check['n_words']} words / {check['n_chars']} characters"
 
 
-def _numeric_columns(rows: list[list[str]]) -> list[bool]:
-    """Columns holding only numbers, which read best right-aligned."""
-    return [all(_NUMBER.fullmatch(row[i]) for row in rows) for i in range(len(rows[0]))]
-
-
-def _align(header: list[str], rows: list[list[str]]) -> list[str]:
-    right = _numeric_columns(rows)
-    shown = [header, *rows] if any(header) else rows
-    widths = [max(len(r[i]) for r in shown) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if r else c.ljust(w)
-                         for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
-
-    return [line(r) for r in shown]
-
-
 def format_summary(summary: dict) -> str:
     """A plain-text rendering of `summarize`'s result for the terminal."""
-    parts = [f"Run directory: {summary['run_dir']}"]
-    for title, header, rows in _tables(summary):
-        parts.append("\n".join([title, *("  " + line for line in _align(header, rows))]))
-    return "\n\n".join(parts) + "\n"
+    return f"Run directory: {summary['run_dir']}\n\n" + _text(_tables(summary))
 
 
-def _markdown(summary: dict) -> str:
+def format_diversity(figures: dict) -> str:
+    """The diversity figures (diversity.json) as text tables for the terminal."""
+    return _text(diversity_tables(figures))
+
+
+def _text(tables: list[Table]) -> str:
+    return "\n\n".join("\n".join([title, *("  " + line for line in align(header, rows))])
+                       for title, header, rows in tables) + "\n"
+
+
+def _markdown(summary: dict, figures: dict | None = None, drawn: set[str] | None = None,
+              notes: list[str] | None = None) -> str:
     def md(header: list[str], rows: list[list[str]]) -> list[str]:
-        rule = ["--:" if r else "---" for r in _numeric_columns(rows)]
+        rule = ["--:" if r else "---" for r in numeric_columns(rows)]
         cells = [[h or " " for h in header], rule, *rows]
         return ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
 
     out = [f"# Run report: `{summary['run_dir']}`", ""]
-    for title, header, rows in _tables(summary):
+    diversity = [] if figures is None else diversity_tables(figures)
+    for title, header, rows in _tables(summary) + diversity:
+        if diversity and title == diversity[0][0]:
+            out += ["# Diversity", "", *(f"{note}\n" for note in notes or [])]
         out += [f"## {title}", "", *md(header, rows), ""]
         plots = _PLOTS_AFTER.get(title.split(" (")[0], [])  # "Judge scores (judge-name)"
-        out += [f"![{caption}]({PLOTS[key]})\n" for key, caption in plots]
+        out += [f"![{caption}]({PLOTS[key]})\n" for key, caption in plots
+                if drawn is None or key in drawn]
     return "\n".join(out)
 
 
@@ -320,31 +323,65 @@ _PLOTS_AFTER = {
     "Highest ROUGE-L with the pool": [(
         "similarity", "Highest ROUGE-L of each accepted instruction with the pool (seeds and "
         "earlier instructions), as in the Self-Instruct paper's diversity figure")],
+    "Verbs and their objects": [(
+        "verb_object", "The most common verbs of the instructions (inner ring) and their most "
+        "common objects (outer ring), as in the Self-Instruct paper's Figure 2")],
+    "Embeddings": [("embedding_map", "The instructions' embeddings on their two principal "
+                    "axes, coloured by k-means cluster"),
+                   ("neighbours", "Nearest-neighbour cosine of each instruction, and the "
+                    "cluster sizes")],
 }
 
 
 # -- files ---------------------------------------------------------------------------------
 
 
-def write_report(run_dir: Path | str) -> Path:
-    """Write report.md and its PNG plots into the run directory; return report.md's path."""
-    run = load_run(run_dir)
-    return save_report(run, summary_of(run))
-
-
-def save_report(run: Run, summary: dict) -> Path:
-    """Write report.md and its plots for a run already read and summarized."""
+def require_matplotlib() -> None:
+    """SigenError saying what to install when matplotlib (the [report] extra) is missing."""
     try:
         import matplotlib  # noqa: F401  (only to fail early with a helpful message)
     except ImportError:
         raise SigenError(
             "the report's plots need matplotlib: pip install 'selfinstruct-local[report]'"
         ) from None
+
+
+def write_report(run_dir: Path | str) -> Path:
+    """Write report.md, its PNG plots and diversity.json into the run directory (embedding
+    figures from the run's own embeddings.jsonl, if any); return report.md's path."""
+    run = load_run(run_dir)
+    return save_report(run, summary_of(run))
+
+
+def save_report(run: Run, summary: dict, diversity: Diversity | None = None) -> Path:
+    """Write report.md, its plots and diversity.json for a run already read and summarized
+    (`diversity`: measured already, else now with the run's stored embeddings). A plot of an
+    earlier report that this one does not draw (judge scores, embeddings) is removed."""
+    require_matplotlib()
+    from selfinstruct_local.diversity_plots import font_note, render_diversity_plots
+
+    if diversity is None:
+        diversity = measure(run, stored_embeddings(run))
+    save_figures(run, diversity.figures)
     plots = render_plots(summary,
                          [count_words(r["instruction"]) for r in run.instructions],
                          [count_words(r.get("output", "")) for r in run.instances])
+    plots.update(render_diversity_plots(diversity.figures, diversity.view))
     for key, data in plots.items():
         write_atomic(run.root / PLOTS[key], data)
+    for key in PLOTS.keys() - plots.keys():
+        (run.root / PLOTS[key]).unlink(missing_ok=True)
     path = run.root / REPORT
-    write_atomic(path, _markdown(summary).encode("utf-8"))
+    notes = [note for note in (font_note(diversity.figures), _embedding_note(diversity.figures))
+             if note]
+    write_atomic(path, _markdown(summary, diversity.figures, set(plots), notes).encode("utf-8"))
     return path
+
+
+def _embedding_note(figures: dict) -> str | None:
+    if figures.get("embeddings") is not None:
+        return None
+    return ("No embedding figures: the run has no embeddings.jsonl (written by the semantic "
+            "screen). `sigen stats DIR --embed-model NAME` computes them (NAME: an embedding "
+            "model of models.yaml or a checkpoint directory; smollm2-135m works offline but "
+            "is a weak embedder).")

@@ -54,6 +54,7 @@ SCORES = "scores.jsonl"  # sigen judge, sigen run --judge
 CONTAMINATION = "contamination.jsonl"  # sigen decontaminate
 CONTAMINATION_META = "contamination.json"
 REPORT = "report.md"  # sigen stats
+DIVERSITY = "diversity.json"  # sigen stats
 COMMIT_ORDER = (PENDING, REJECTED, INSTANCES, INSTRUCTIONS)
 GROUP_COMMIT_SECONDS = 0.5
 
@@ -307,7 +308,7 @@ def _write_atomic(target: Path, data: bytes) -> None:
 # may write one of these in a run directory.
 RUN_FILES = frozenset({
     INSTRUCTIONS, INSTANCES, REJECTED, PENDING, MANIFEST, DATA, SCORES, CONTAMINATION,
-    CONTAMINATION_META, "engine.log", ".sigen.lock", REPORT,
+    CONTAMINATION_META, "engine.log", ".sigen.lock", REPORT, DIVERSITY,
 })
 # What else sigen's commands leave in a run directory that has its manifest: `sigen stats`'s
 # plots, `sigen export`'s default output with its card and dataset_info.json, `sigen dedup`'s

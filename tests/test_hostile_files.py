@@ -110,7 +110,7 @@ class Command:
 
 COMMANDS = {
     "stats": Command(lambda r, s, b: ["stats", r], READERS | {SCORES, CONTAMINATION},
-                     ("report.md", "report-*.png")),
+                     ("report.md", "report-*.png", "diversity.json")),
     **{f"export-{fmt}": Command(lambda r, s, b, fmt=fmt: ["export", r, "-f", fmt],
                                 READERS | {CONTAMINATION}, ("export.*", "README.md"))
        for fmt in FORMATS},

@@ -161,12 +161,20 @@ def _assert_png(path: Path) -> None:
 def _check_report(run_dir: Path) -> None:
     text = (run_dir / "report.md").read_text(encoding="utf-8")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(set(links)) == 4
+    assert len(set(links)) == 5  # with the verb-object chart; no embeddings: no map
     for link in links:
         assert not Path(link).is_absolute()
         _assert_png(run_dir / link)
     assert "| blacklist | 2 | 40.0% |" in text
     assert "| 请写 | 1 | 20.0% |" in text
+    # The diversity section: distinct n-grams, the verbs with their objects (the Chinese
+    # instruction read by jieba), and how to get the embedding figures.
+    assert "# Diversity" in text and "| distinct-1 | 27 | 33 | 0.818 |" in text
+    assert "| write | 2 | 40.0% | poem 1, story 1 |" in text
+    assert "| 写 | 1 | 20.0% | 诗 1 |" in text
+    assert "`sigen stats DIR --embed-model NAME`" in text
+    figures = json.loads((run_dir / "diversity.json").read_text(encoding="utf-8"))
+    assert figures["instructions"] == 5 and figures["embeddings"] is None
     assert not list(run_dir.glob(".*"))  # no temporary files left behind
 
 
