@@ -101,19 +101,17 @@ def _sunburst(figures: dict) -> bytes:
         return png_bytes(figure)
     numbered = cjk_font() is None and _has_cjk(_labels(figures))
     total = sum(t["count"] for t in top)
-    inner_colors, outer_sizes, outer_colors, outer_labels = [], [], [], []
+    inner_colors, outer_sizes, outer_colors = [], [], []
     for i, t in enumerate(top):
         inner_colors.append(color(i))
         for j, o in enumerate(t["objects"]):
             outer_sizes.append(o["count"])
             outer_colors.append(_lighter(color(i), 0.25 + 0.12 * j))
-            outer_labels.append(f"{i + 1}.{j + 1}" if numbered else o["object"])
         rest = t["count"] - sum(o["count"] for o in t["objects"])
         if rest:
             outer_sizes.append(rest)
             outer_colors.append(_lighter(color(i), 0.85))
-            outer_labels.append("")
-    inner_labels = [str(i + 1) if numbered else t["verb"] for i, t in enumerate(top)]
+    inner_labels, outer_labels = wedge_labels(top, numbered)
     wedge = {"edgecolor": "white", "linewidth": 0.8}
     inner, _ = ax.pie([t["count"] for t in top], radius=0.62, colors=inner_colors,
                       startangle=90, counterclock=False, wedgeprops={**wedge, "width": 0.42})
@@ -126,6 +124,19 @@ def _sunburst(figures: dict) -> bytes:
         figure.text(0.5, 0.01, "Numbers: rows of the verb table in report.md (no CJK font "
                     "found).", ha="center", fontsize=9, color="gray")
     return png_bytes(figure)
+
+
+def wedge_labels(top: list[dict], numbered: bool) -> tuple[list[str], list[str]]:
+    """The inner ring's labels (verbs) and the outer ring's (objects, "" for the pale rest of a
+    verb); `numbered`: "2" for the second verb, "2.1" for its first object, after the table."""
+    inner, outer = [], []
+    for i, t in enumerate(top):
+        inner.append(str(i + 1) if numbered else t["verb"])
+        outer += [f"{i + 1}.{j + 1}" if numbered else o["object"]
+                  for j, o in enumerate(t["objects"])]
+        if t["count"] > sum(o["count"] for o in t["objects"]):
+            outer.append("")
+    return inner, outer
 
 
 def _most_objects(top: list[dict]) -> int:

@@ -386,3 +386,27 @@ def test_stats_embeds_with_the_packaged_model(seed_run):
     assert figures["embeddings"]["clusters"]["k"] == 4
     for name in ("report-embedding-map.png", "report-nearest-neighbour.png"):
         assert (seed_run / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_report_extra_brings_a_cjk_font():
+    from selfinstruct_local.diversity_plots import cjk_font, font_note
+
+    assert cjk_font() is not None  # a system font, or Noto Sans CJK of noto-cjk-sans-otc
+    assert font_note({"verb_object": {"top": [{"verb": "写", "objects": []}]}}) is None
+
+
+def test_without_a_cjk_font_the_chart_is_numbered_and_the_report_says_why(tmp_path, monkeypatch):
+    from selfinstruct_local import diversity_plots
+    from selfinstruct_local.report import write_report
+
+    root = _make_run(tmp_path / "zh", [text for text, _ in CHINESE[:6]], lang="zh")
+    monkeypatch.setattr(diversity_plots, "cjk_font", lambda: None)  # a machine without one
+    top = [{"verb": "写", "count": 3, "objects": [{"object": "诗", "count": 2}]},
+           {"verb": "分析", "count": 1, "objects": [{"object": "性格", "count": 1}]}]
+    # The pale rest of 写's ring (its third instruction has no object) has no label.
+    assert diversity_plots.wedge_labels(top, numbered=True) == (["1", "2"], ["1.1", "", "2.1"])
+    assert diversity_plots.wedge_labels(top, numbered=False) == (["写", "分析"],
+                                                                 ["诗", "", "性格"])
+    report = write_report(root).read_text(encoding="utf-8")
+    assert "no font with Chinese glyphs was found" in report
+    assert (root / "report-verb-object.png").read_bytes()[:4] == b"\x89PNG"
