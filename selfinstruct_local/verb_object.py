@@ -100,7 +100,7 @@ _OPENING_PHRASE = {"IN", "VBN", "VBG", "TO", "RB"}  # "Given X, ...", "Using X, 
 # "Sort the", "Correct these", "Name famous", "Reply "yes"", "Work out".
 _VERB_FOLLOWERS = {"DT", "PDT", "PRP$", "PRP", "CD", "``", '"', "RP"}
 _PARTICLES = {"out", "up", "down", "off", "over", "through", "together", "back", "away"}
-_NOUN_VERB_FOLLOWERS = _VERB_FOLLOWERS | {"JJ", "JJS", "JJR"}
+_NOUN_VERB_FOLLOWERS = _VERB_FOLLOWERS | {"JJ", "JJS", "JJR", "UH"}  # "Answer yes or no"
 _DETERMINERS = {"DT", "PDT", "PRP$"}  # only before the noun phrase's first noun
 _NP_MODIFIERS = {"CD", "JJ", "JJR", "JJS", "VBN", "VBG", "RB", "RBS", "POS", "``", "''", '"'}
 _NOUNS = {"NN", "NNS", "NNP", "NNPS"}
@@ -140,7 +140,8 @@ def _is_imperative_verb(tokens: Tagged) -> bool:
     following = tokens[1][1] if len(tokens) > 1 else None
     if len(tokens) > 1 and tokens[1][0].lower() in _PARTICLES:
         following = "RP"  # the tagger's "out/IN" in "Work out the answer"
-    return (pos in ("VB", "VBP") or pos in _NOUNS and following in _NOUN_VERB_FOLLOWERS
+    # A plural noun is no imperative: "Returns a list" (a docstring) has no verb.
+    return (pos in ("VB", "VBP") or pos in ("NN", "NNP") and following in _NOUN_VERB_FOLLOWERS
             or pos == "JJ" and following in _VERB_FOLLOWERS)
 
 
@@ -181,6 +182,10 @@ def _english_object(tokens: Tagged, singularize) -> str | None:
         after = tokens[k + 1][1] if k + 1 < len(tokens) else "."
         if pos == "VBG" and head is None and after not in _NOUNS | _NP_MODIFIERS:
             pos = "NN"  # a word the lexicon lacks, guessed from its -ing: "a clear docstring"
+        elif pos == "FW" and head is None:
+            pos = "NN"  # a word the lexicon lacks: "a funny meme"
+        elif pos == "VBZ" and k == 0 and after not in _NOUNS:
+            pos = "NNS"  # a plural taken for a verb: "Remove duplicates from"
         if pos in _NOUNS and _WORD.fullmatch(word):
             head = (word, pos)  # the last noun of "a beginner bodyweight workout"
         elif not (pos in _NP_MODIFIERS or head is None and (pos in _DETERMINERS or pos == ",")):

@@ -84,6 +84,15 @@ ENGLISH = [
     ("Is this sentence declarative, interrogative, imperative, or exclamatory?", (None, None)),
     ("Which git command undoes my last commit but keeps the changes staged?", (None, None)),
 ]
+# Instructions the packaged SmolLM2-135M wrote in a real run (sigen run -n 20).
+ENGLISH_GENERATED = [
+    ("Remove duplicates from a list.", ("remove", "duplicate")),  # tagged a verb (VBZ)
+    ("Write a funny meme about the latest smartphone feature.", ("write", "meme")),  # unknown
+    ("Reverse the order of a list.", ("reverse", "order")),
+    ("Find the top 5 songs on the album.", ("find", "song")),
+    ("Does the text mention a company? Answer yes or no.", ("answer", None)),
+    ("How to bake a cake using a mixer.", (None, None)),
+]
 # Openers the seed set lacks.
 ENGLISH_OPENERS = [
     ("Please summarize the following article.", ("summarize", "article")),
@@ -123,7 +132,8 @@ def _seed_instructions(lang: str) -> set[str]:
             .splitlines()}
 
 
-@pytest.mark.parametrize(("instruction", "expected"), ENGLISH + ENGLISH_OPENERS + CHINESE)
+@pytest.mark.parametrize(("instruction", "expected"),
+                         ENGLISH + ENGLISH_GENERATED + ENGLISH_OPENERS + CHINESE)
 def test_verb_object_of_real_instructions(instruction, expected):
     assert verb_object(instruction) == expected
 
