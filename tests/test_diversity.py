@@ -15,7 +15,6 @@ import pytest
 
 from selfinstruct_local import vector_stats
 from selfinstruct_local.diversity import (
-    computed_embeddings,
     distinct_ngrams,
     format_comparison,
     measure,
@@ -385,15 +384,14 @@ def test_compare_warns_when_the_vectors_come_from_different_models():
 
 @pytest.mark.engine
 def test_stats_embeds_with_the_packaged_model(seed_run):
-    run = load_run(seed_run)
-    embeddings = computed_embeddings(run, "smollm2-135m", log=lambda _m: None)
-    assert embeddings.vectors.shape == (25, 576) and embeddings.model == "smollm2-135m"
-    assert np.allclose(np.linalg.norm(embeddings.vectors, axis=1), 1, atol=1e-4)
     result = sigen("stats", str(seed_run), "--embed-model", "smollm2-135m", timeout=600)
     assert result.returncode == 0, result.stderr
     assert "Embeddings (smollm2-135m, --embed-model)" in result.stdout
-    figures = json.loads((seed_run / DIVERSITY).read_text())
-    assert figures["embeddings"]["clusters"]["k"] == 4
+    assert "embedding 25 instructions with smollm2-135m" in result.stderr
+    e = json.loads((seed_run / DIVERSITY).read_text())["embeddings"]
+    assert (e["model"], e["vectors"], e["dim"], e["clusters"]["k"]) == ("smollm2-135m", 25,
+                                                                         576, 4)
+    assert 0 < e["nearest_neighbour"]["mean"] < 1 and e["nearest_neighbour"]["exact"]
     for name in ("report-embedding-map.png", "report-nearest-neighbour.png"):
         assert (seed_run / name).read_bytes()[:4] == b"\x89PNG"
 
