@@ -18,12 +18,14 @@ import numpy as np
 from selfinstruct_local.plots import counts_axis, new_figure, no_data, png_bytes
 from selfinstruct_local.readable import num
 from selfinstruct_local.text import is_cjk_char
+from selfinstruct_local.verb_object import TOP_OBJECTS
 
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN",
              "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Microsoft YaHei", "PingFang SC",
              "Hiragino Sans GB", "SimHei", "Noto Sans CJK JP", "Source Han Sans")
 COLORS = "tab20"
 MAP_POINTS = 20_000  # points drawn on the map at most (a seeded sample past it)
+UPRIGHT_DEGREES = 14  # a wedge this wide holds a short Chinese label upright
 
 
 def color(i: int) -> tuple[float, ...]:
@@ -91,8 +93,8 @@ def _sunburst(figures: dict) -> bytes:
     top = vo["top"]
     figure = new_figure(9, 9)
     ax = figure.add_subplot()
-    ax.set_title(f"The {len(top)} most common verbs (inner ring) and their {_most_objects(top)} "
-                 f"most common objects (outer ring)\n{vo['with_verb']} of "
+    ax.set_title(f"The {len(top)} most common verbs (inner ring) and the {TOP_OBJECTS} most "
+                 f"common objects of each (outer ring)\n{vo['with_verb']} of "
                  f"{figures['instructions']} instructions open with a verb; the pale part of a "
                  "verb's outer ring: its other objects, or none", fontsize=10)
     if not top:
@@ -139,10 +141,6 @@ def wedge_labels(top: list[dict], numbered: bool) -> tuple[list[str], list[str]]
     return inner, outer
 
 
-def _most_objects(top: list[dict]) -> int:
-    return max((len(t["objects"]) for t in top), default=0)
-
-
 def _lighter(color, amount: float) -> tuple[float, float, float]:
     r, g, b = color[:3]
     return (r + (1 - r) * amount, g + (1 - g) * amount, b + (1 - b) * amount)
@@ -151,7 +149,8 @@ def _lighter(color, amount: float) -> tuple[float, float, float]:
 def _radial_labels(ax, wedges, labels: list[str], radius: float, total: int,
                    size: float) -> None:
     """Each label along its wedge's middle radius, read from the centre outwards (turned over
-    on the left half), smaller in a thin wedge, left out of one too thin to hold it."""
+    on the left half), smaller in a thin wedge, left out of one too thin to hold it. Chinese
+    reads badly on its side: in a wedge wide enough, it stays upright."""
     for wedge, label in zip(wedges, labels, strict=True):
         span = wedge.theta2 - wedge.theta1
         if not label or span < 2.2:
@@ -159,6 +158,8 @@ def _radial_labels(ax, wedges, labels: list[str], radius: float, total: int,
         angle = (wedge.theta1 + wedge.theta2) / 2
         x, y = radius * np.cos(np.radians(angle)), radius * np.sin(np.radians(angle))
         rotation = angle if -90 <= (angle + 180) % 360 - 180 <= 90 else angle + 180
+        if span >= UPRIGHT_DEGREES and _has_cjk([label]):
+            rotation = 0
         fontsize = min(size, max(6.0, span * 0.9))
         ax.text(x, y, label, ha="center", va="center", rotation=rotation,
                 rotation_mode="anchor", fontsize=fontsize, family=_text_font())
