@@ -11,12 +11,14 @@ model ships in its PyPI package, and a rule:
   to", "help me (to)", "let's", and after an opening phrase up to its comma ("Given a list of
   numbers, sort them"). A tagger trained on newspaper text calls a sentence-initial imperative a
   noun ("List", "Sort", "Plan"), so the first word is taken as the verb when the tagger says verb,
-  or says noun and a determiner, pronoun, number or adjective follows ("List three fruits").
+  or says singular noun or adjective and a determiner, pronoun, number, particle or "yes" follows
+  ("List three fruits", "Work out the answer", "Answer yes or no").
   Questions and statements ("What is...", "Is this...", "The text below...") have no verb. The
   object is the head noun of the noun phrase right after the verb: determiners, numbers,
   adjectives and participles ("the following", "the given") are skipped, the last noun of the
   first run of nouns is the head ("a workout plan" -> plan, "a list of names" -> list), plural
   nouns singularized; a pronoun or a clause ("how...", "why...") gives a verb without object.
+  The README's "A diversity report" states the whole rule.
 - Chinese: jieba's segmenter with its part-of-speech tags (jieba.posseg; its dictionary ships in
   the package). In the first clause (split at ，。？！；：) that opens with a verb: politeness (请,
   麻烦, 帮我...), adverbs, conjunctions and modals are skipped, and a prepositional phrase (根据...,
