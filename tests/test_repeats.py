@@ -140,6 +140,7 @@ def test_a_resumed_run_counts_the_instructions_it_kept_before(tmp_path):
         admit(ctx, method, {"id": f"mi-{k:06d}", "round": 1, "instruction": text, "kind": "plot",
                             "passage": {"id": f"p{k}", "source": "a.txt", "chapter": "",
                                         "chapter_index": 0}})
-    candidate = {"instruction": SUMMARY, "kind": "summary", "passage": {"id": "p9"}}
+    candidate = {"instruction": SUMMARY, "kind": "summary", "input": "…",
+                 "passage": {"id": "p9"}}
     assert method.check(ctx, candidate) == "repeated_generic"  # three kept, in three forms
     assert method.check(ctx, {**candidate, "instruction": "这段文字里谁最先说话？"}) is None
