@@ -21,7 +21,6 @@ the same order to both, so one id names one pool instruction in each.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,15 +29,16 @@ from selfinstruct_local.errors import SigenError
 
 REASON = "semantic_duplicate"
 # A full scan reads the whole pool per candidate: exact while that is at most this many float32
-# values (8 MB; 3,472 items of 576 dimensions, 1,953 of 1,024). Measured on the 2-core machine
-# with 576 dimensions, per candidate: the scan 0.51 ms at 2,000 items and 1.22 ms at 4,000; the
-# graph 0.27 and 0.64 ms.
+# values (8 MB; 3,472 items of 576 dimensions, 1,953 of 1,024): a scan of 3,000 such vectors
+# takes 0.36 ms of CPU time on the 2-core machine, about what the graph takes per candidate.
 EXACT_FLOATS = 2_000_000
 # faiss's HNSW, settings chosen with scripts/bench_semantic.py (figures in the README).
 CONNECTIVITY = 32  # links per node
 EXPANSION_ADD = 64  # candidate list while inserting
-EXPANSION_SEARCH = 128  # candidate list while searching
-ANN_CANDIDATES = 16  # nearest items the graph returns, then scored exactly
+EXPANSION_SEARCH = 96  # candidate list while searching
+ANN_CANDIDATES = 32  # nearest items the graph returns, then scored exactly
+REDUCE_FROM = 256  # vectors of this many dimensions or more: the graph may search a projection
+VARIANCE_KEPT = 0.97  # ... that keeps this share of the variance (see _Graph)
 # Scores are rounded to this many decimals: float32 vectors carry about 7 significant digits, so
 # the digits past it are noise; rounded, a vector scores exactly 1.0 with itself (its float32
 # norm is 1 only to within 1e-7) and a cosine written in the threshold's decimals ties with it.
@@ -81,17 +81,25 @@ class SemanticIndex:
                                     expansion_search=expansion_search, threads=threads)
         self.candidates = candidates
         self.dim = 0  # set by the first vector
-        self._vectors = np.zeros((0, 0), dtype=np.float32)  # the pool while it is exact
-        self._size = 0
+        self._store: _Store | None = None  # every vector, as added: what scores are made of
         self._graph: _Graph | None = None
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._store) if self._store is not None else 0
 
     @property
     def exact(self) -> bool:
         """Whether the next decision is exact (a full scan) rather than through the graph."""
         return self._graph is None
+
+    def describe(self) -> str:
+        """How the next decision is made, in words (for a manifest or a benchmark)."""
+        if self._graph is None:
+            return f"exact: a full scan of {len(self):,} vectors"
+        if self._graph.projection is None:
+            return f"faiss HNSW on the {self.dim} dimensions"
+        return (f"faiss HNSW on a PCA projection to {self._graph.projection[1].shape[1]} of the "
+                f"{self.dim} dimensions")
 
     def _as_vector(self, vector: np.ndarray) -> np.ndarray:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -99,16 +107,16 @@ class SemanticIndex:
             self.dim = len(vector)
             if self.exact_limit is None:
                 self.exact_limit = EXACT_FLOATS // self.dim
-            self._vectors = np.zeros((64, self.dim), dtype=np.float32)
+            self._store = _Store(self.dim)
         if len(vector) != self.dim:
             raise ValueError(f"a vector of {len(vector)} dimensions in an index of {self.dim}")
         return vector
 
     def vector(self, item: int) -> np.ndarray:
         """The vector of item `item` as it was added."""
-        if not 0 <= item < self._size:
+        if not 0 <= item < len(self):
             raise IndexError(item)
-        return self._vectors[item] if self._graph is None else self._graph.get([item])[0]
+        return self._store.get(np.array([item]))[0]  # type: ignore[union-attr]
 
     # -- adding -----------------------------------------------------------------------------
     def add(self, vector: np.ndarray) -> int:
@@ -122,60 +130,58 @@ class SemanticIndex:
         if vectors.ndim != 2:
             raise ValueError("add_many takes a 2-d array, one vector per row")
         if not len(vectors):
-            return range(self._size, self._size)
+            return range(len(self), len(self))
         self._as_vector(vectors[0])
         if vectors.shape[1] != self.dim:
             raise ValueError(f"vectors of {vectors.shape[1]} dimensions in an index of {self.dim}")
-        start, end = self._size, self._size + len(vectors)
-        if self._graph is None and end > (self.exact_limit or 0):
-            # Past the limit: the pool moves into a graph, built from the scanned array.
-            self._graph = _Graph(self.dim, **self._graph_settings)
-            if start:
-                self._graph.add(self._vectors[:start])
-            self._vectors = np.zeros((0, self.dim), dtype=np.float32)
-        if self._graph is not None:
+        store = self._store
+        assert store is not None
+        start = len(store)
+        store.append(vectors)
+        if self._graph is None and len(store) > (self.exact_limit or 0):
+            # Past the limit: a graph of the whole pool. Its projection is fitted on the first
+            # exact_limit items, the same whether the pool grew one by one or is rebuilt.
+            sample = store.get(np.arange(min(len(store), max(self.exact_limit or 0, 1))))
+            self._graph = _Graph(self.dim, sample, **self._graph_settings)
+            self._graph.add(store.get(np.arange(len(store))))
+        elif self._graph is not None:
             self._graph.add(vectors)
-        else:
-            if end > len(self._vectors):
-                grown = np.zeros((max(end, 2 * len(self._vectors)), self.dim), dtype=np.float32)
-                grown[:start] = self._vectors[:start]
-                self._vectors = grown
-            self._vectors[start:end] = vectors
-        self._size = end
-        return range(start, end)
+        return range(start, len(store))
 
     # -- looking up -------------------------------------------------------------------------
     def nearest(self, vector: np.ndarray, k: int = 10) -> list[tuple[int, float]]:
         """Up to `k` (id, cosine) of the nearest items, best first (ties: lower id first):
         exact while `exact`, else among the graph's ANN_CANDIDATES (or k, if more) nearest."""
         vector = self._as_vector(vector)
-        if not self._size or k <= 0:
+        size = len(self)
+        if not size or k <= 0:
             return []
+        store = self._store
+        assert store is not None
         if self._graph is None:
-            scan = self._vectors[:self._size] @ vector  # float32: only to pick candidates
-            k = min(k, self._size)
-            kth = np.partition(scan, self._size - k)[self._size - k]
+            scan = store.scan(vector)  # float32: only to pick the items scored exactly
+            k = min(k, size)
+            kth = np.partition(scan, size - k)[size - k]
             ids = np.flatnonzero(scan >= kth - float32_margin(self.dim))
-            vectors = self._vectors[ids]
         else:
             ids = self._graph.search(vector, max(k, self.candidates))
-            vectors = self._graph.get(ids)
-        scores = exact_scores(vectors, vector)
+        scores = exact_scores(store.get(ids), vector)
         order = np.lexsort((ids, -scores))[:k]
         return [(int(ids[i]), float(scores[i])) for i in order]
 
     def find_duplicate(self, vector: np.ndarray) -> tuple[int, float] | None:
         """The best item with cosine >= threshold and that cosine; or None. Adds nothing."""
         vector = self._as_vector(vector)
-        if self._graph is None and self._size:
-            scan = self._vectors[:self._size] @ vector
+        store = self._store
+        if self._graph is None and len(self):
+            scan = store.scan(vector)  # type: ignore[union-attr]
             # The best item is within the float32 margin of the best scan, and if any item
             # reaches the threshold, so does the best (see float32_margin).
             bar = max(float(scan.max()), self.threshold) - float32_margin(self.dim)
             ids = np.flatnonzero(scan >= bar)
             if not len(ids):
                 return None
-            scores = exact_scores(self._vectors[ids], vector)
+            scores = exact_scores(store.get(ids), vector)  # type: ignore[union-attr]
             best = np.lexsort((ids, -scores))[0]
             pair = (int(ids[best]), float(scores[best]))
         else:
@@ -192,6 +198,13 @@ class SemanticIndex:
         return DedupDecision(kept=True)
 
 
+def one_thread_dot(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """matrix @ vector without BLAS: numpy's OpenBLAS runs a matrix-vector product on every
+    core, and on a busy machine its threads wait on each other (measured on the 2-core machine
+    under load, 3,000 x 576: 8 ms of CPU time through BLAS, 0.36 ms here)."""
+    return np.einsum("ij,j->i", matrix, vector)
+
+
 def exact_scores(vectors: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """Cosines of unit vectors as the screen decides them: each a float64 sum over its own row
     (so it depends on neither the library nor the other rows), rounded to SCORE_DECIMALS."""
@@ -199,34 +212,117 @@ def exact_scores(vectors: np.ndarray, vector: np.ndarray) -> np.ndarray:
     return np.round(products.sum(axis=-1), SCORE_DECIMALS)
 
 
-class _Graph:
-    """faiss's HNSW index past the exact limit; faiss labels items by position, as we do."""
+class _Store:
+    """Every vector of the pool, in blocks (a growing pool is never copied whole)."""
 
-    def __init__(self, dim: int, *, connectivity: int, expansion_add: int,
+    ROWS = 1 << 16  # per full block
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._blocks: list[np.ndarray] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, vectors: np.ndarray) -> None:
+        while len(vectors):
+            number, at = divmod(self._size, self.ROWS)
+            if number == len(self._blocks):  # the first block starts small, the others full
+                rows = self.ROWS if self._blocks else min(self.ROWS, max(64, len(vectors)))
+                self._blocks.append(np.zeros((rows, self.dim), dtype=np.float32))
+            block = self._blocks[number]
+            if len(block) < min(self.ROWS, at + len(vectors)):  # the first block, grown
+                grown = np.zeros((min(self.ROWS, max(2 * len(block), at + len(vectors))),
+                                  self.dim), dtype=np.float32)
+                grown[:at] = block[:at]
+                block = self._blocks[number] = grown
+            taken = min(len(vectors), len(block) - at)
+            block[at:at + taken] = vectors[:taken]
+            vectors = vectors[taken:]
+            self._size += taken
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self._blocks) == 1:
+            return self._blocks[0][ids]
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for number, block in enumerate(self._blocks):
+            mine = ids // self.ROWS == number
+            out[mine] = block[ids[mine] % self.ROWS]
+        return out
+
+    def scan(self, vector: np.ndarray) -> np.ndarray:
+        """float32 dot products of `vector` with every item."""
+        parts = []
+        for number, block in enumerate(self._blocks):
+            rows = min(len(block), self._size - number * self.ROWS)
+            parts.append(one_thread_dot(block[:rows], vector))
+        return np.concatenate(parts)
+
+
+class _Graph:
+    """faiss's HNSW index past the exact limit (faiss labels items by position, as we do).
+
+    Embeddings are anisotropic: a few directions carry most of their spread. Where a PCA
+    projection fitted on `sample` keeps VARIANCE_KEPT of it in at most half the dimensions, the
+    graph works in that projection (SmolLM2's 576 dimensions: 160, measured), where a distance
+    costs a fraction; the candidates it returns are scored exactly on the full vectors anyway.
+    """
+
+    def __init__(self, dim: int, sample: np.ndarray, *, connectivity: int, expansion_add: int,
                  expansion_search: int, threads: int) -> None:
         import faiss
 
         self._faiss = faiss
-        self._index = faiss.IndexHNSWFlat(dim, connectivity, faiss.METRIC_INNER_PRODUCT)
+        self.threads = threads or len(os.sched_getaffinity(0))
+        self.projection = _projection(sample) if dim >= REDUCE_FROM else None
+        if self.projection is not None:
+            # On unit vectors, L2 distance ranks as cosine does; a projection keeps L2 best.
+            self._index = faiss.IndexHNSWFlat(self.projection[1].shape[1], connectivity,
+                                              faiss.METRIC_L2)
+        else:
+            self._index = faiss.IndexHNSWFlat(dim, connectivity, faiss.METRIC_INNER_PRODUCT)
         self._index.hnsw.efConstruction = expansion_add
         self._index.hnsw.efSearch = expansion_search
-        self.threads = threads or len(os.sched_getaffinity(0))
+
+    def _projected(self, vectors: np.ndarray) -> np.ndarray:
+        if self.projection is not None:
+            mean, components = self.projection
+            centred = vectors - mean
+            vectors = centred @ components if len(vectors) > 1 else \
+                one_thread_dot(components.T, centred[0])[None]
+        return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def add(self, vectors: np.ndarray) -> None:
         # A bulk insert (the pool on resume) runs on every core; a single one on one, so that
         # faiss's OpenMP threads do not spin beside the engine's.
         self._faiss.omp_set_num_threads(self.threads if len(vectors) > 1 else 1)
         try:
-            self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            self._index.add(self._projected(vectors))
         finally:
             self._faiss.omp_set_num_threads(1)
 
     def search(self, vector: np.ndarray, k: int) -> np.ndarray:
-        _, labels = self._index.search(np.ascontiguousarray(vector[None], dtype=np.float32), k)
+        _, labels = self._index.search(self._projected(vector[None]), k)
         return labels[0][labels[0] >= 0].astype(np.int64)
 
-    def get(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        return self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
+
+def _projection(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mean and the principal components (as columns) that keep VARIANCE_KEPT of the
+    sample's variance, a multiple of 16 of them; None if that takes over half the dimensions
+    or the sample is smaller than the dimensions."""
+    count, dim = sample.shape
+    if count < dim:
+        return None
+    mean = sample.astype(np.float64).mean(axis=0)
+    centred = sample.astype(np.float64) - mean
+    variances, components = np.linalg.eigh(centred.T @ centred)  # ascending
+    share = np.cumsum(variances[::-1]) / max(float(variances.sum()), 1e-300)
+    kept = -(-(int(np.searchsorted(share, VARIANCE_KEPT)) + 1) // 16) * 16
+    if kept > dim // 2:
+        return None
+    return mean.astype(np.float32), components[:, ::-1][:, :kept].astype(np.float32)
 
 
 def semantic_dedup(vectors: np.ndarray, threshold: float,

@@ -19,7 +19,9 @@ from selfinstruct_local.runstore import PENDING, RunStore
 from selfinstruct_local.semantic import (
     EXACT_FLOATS,
     REASON,
+    REDUCE_FROM,
     SemanticIndex,
+    _Store,  # its block size, set small to test a pool across blocks
     brute_force_semantic,
     exact_scores,
     semantic_dedup,
@@ -66,6 +68,50 @@ def test_graph_regime_on_a_small_pool_matches_brute_force():
     vectors = clustered(3000, seed=3)
     decisions = semantic_dedup(vectors, 0.9, exact_limit=200)
     assert [d.kept for d in decisions] == brute_force_semantic(vectors, 0.9)
+
+
+def anisotropic(n: int, dim: int = REDUCE_FROM, seed: int = 0) -> np.ndarray:
+    """Unit vectors spread mostly along 24 directions (as embeddings are), in a random basis."""
+    rng = np.random.default_rng(seed)
+    vectors = np.zeros((n, dim))
+    vectors[:, :24] = rng.normal(size=(n // 4, 24))[rng.integers(n // 4, size=n)]
+    vectors += 0.08 * rng.normal(size=(n, dim))
+    vectors = vectors @ np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_graph_in_a_projection_matches_brute_force():
+    """Anisotropic vectors of REDUCE_FROM dimensions: the graph searches a PCA projection
+    fitted on the first exact_limit items; the candidates are scored on the full vectors."""
+    vectors = anisotropic(2500, seed=10)
+    index = SemanticIndex(0.9, exact_limit=REDUCE_FROM)
+    decisions = [index.check_and_add(v) for v in vectors]
+    assert index._graph.projection[1].shape == (REDUCE_FROM, 64)  # 97% of the variance
+    assert [d.kept for d in decisions] == brute_force_semantic(vectors, 0.9)
+    assert sum(not d.kept for d in decisions) > 1000
+    rebuilt = SemanticIndex(0.9, exact_limit=REDUCE_FROM)  # as on resume: the same projection
+    rebuilt.add_many(np.array([index.vector(i) for i in range(len(index))]))
+    assert np.array_equal(rebuilt._graph.projection[1], index._graph.projection[1])
+
+
+def test_isotropic_vectors_get_no_projection():
+    """Spread evenly: no few dimensions keep 97% of it, so the graph works on the vectors."""
+    vectors = np.random.default_rng(13).normal(size=(1000, REDUCE_FROM))
+    index = SemanticIndex(0.9, exact_limit=800)
+    index.add_many(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    assert not index.exact and index._graph.projection is None
+
+
+def test_a_pool_in_several_blocks(monkeypatch):
+    monkeypatch.setattr(_Store, "ROWS", 100)
+    vectors = clustered(1000, seed=11)
+    index = SemanticIndex(0.9, exact_limit=10**6)
+    for part in np.split(vectors, [1, 6, 66, 76, 276, 277, 600]):
+        index.add_many(part)
+    assert len(index) == 1000 and index.exact
+    assert all(np.array_equal(index.vector(i), vectors[i]) for i in (0, 99, 100, 555, 999))
+    for q in clustered(10, seed=12):
+        assert index.nearest(q, k=3) == brute_top(vectors, q, 3)
 
 
 def test_against_pool_and_match_positions():
