@@ -73,15 +73,15 @@ def load_embedder(name_or_path: str, *, registry: Registry | None = None,
                   api_key: str | None = None, gpus: int = 0, batch_size: int = 32,
                   server_timeout: float = DEFAULT_SERVER_TIMEOUT, log=print,
                   engine_log: Path | None = None) -> Embedder:
-    """The embedder `--embed-model NAME|PATH` names: a server's model when `base_url` is
-    given, else the checkpoint run in this process by `backend`."""
+    """The embedder `--embed-model NAME|PATH` names: the model a server serves under that name
+    when `base_url` is given, else the checkpoint run in this process by `backend`.
+    `batch_size`: texts per forward pass in this process (a server gets at least 64 a request);
+    `engine_log`: where vLLM's own output goes (the run's engine.log)."""
     if base_url:
         from selfinstruct_local.embed.openai import OpenAIEmbedder
 
-        registry = registry or load_registry()
-        served = registry.models[name_or_path].name if name_or_path in registry.models \
-            else name_or_path
-        return OpenAIEmbedder(base_url, served, api_key=api_key, server_timeout=server_timeout)
+        return OpenAIEmbedder(base_url, name_or_path, api_key=api_key,
+                              server_timeout=server_timeout, batch_size=max(batch_size, 64))
     if backend not in BACKENDS:
         raise SigenError(f"unknown embedding backend {backend!r}; choose one of "
                          f"{', '.join(BACKENDS)}, or pass --embed-base-url for a server")
