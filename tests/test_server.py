@@ -1,21 +1,20 @@
 """`sigen run --engine openai` against the real `vllm serve` the tests share on 127.0.0.1: a run
 as complete as an in-process one (the shared finished run), --judge added to it, the server
-killed in the middle of extending it (the run stops resumably; the same command completes it),
-and a request the server refuses. (A dead replica beside a live one: test_e2e's Alpaca run on
-chapters; a write failure mid-run: test_resume.)"""
+killed in the middle of extending it (the run stops resumably; the same command completes it:
+a relay in front of the shared server is what is killed), and a request the server refuses.
+(A dead replica beside a live one: test_e2e's Alpaca run on chapters; a write failure mid-run:
+test_resume.)"""
 
 import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.conftest import REPO, SERVED_RUN_KEY, sigen
-from tests.processes import rows
+from tests.conftest import SERVED_RUN_KEY, sigen
+from tests.processes import rows, start_sigen, wait_until
+from tests.relay import Relay
 from tests.test_e2e import check_judged_as_it_went, check_run_directory, read_jsonl
 
 pytestmark = pytest.mark.engine
@@ -49,46 +48,42 @@ def test_openai_engine_run(tmp_path, served_run, vllm_server):
 
 
 def test_server_killed_mid_run_then_resumed(tmp_path, served_run, vllm_server):
-    """The shared finished run (a copy) extended to 5 instructions; the server killed while
-    requests are in flight: the run stops resumably; once the server is back the same command
-    completes it. The server is started again here, for the tests after this one."""
+    """The shared finished run (a copy) extended to 5 instructions; the server killed (kill -9)
+    while requests are in flight: the run stops resumably; once the server is back the same
+    command completes it. sigen talks to the shared server through a relay of its own
+    (tests/relay.py), and the relay is what is killed and started again: for sigen the server
+    goes away and comes back, while the real one runs on for the other tests."""
     out = tmp_path / "run"
     shutil.copytree(served_run.path, out)
-    args = ["run", "--engine", "openai", "--base-url", vllm_server.base_url, "-n", "5",
-            "--batch-size", "4", "-o", str(out), "--seed", "3", "--server-timeout", "5"]
     proposed = len(rows(out / "pending.jsonl"))
     stderr = tmp_path / "stderr.txt"
-    with open(stderr, "w", encoding="utf-8") as err:
-        run = subprocess.Popen([sys.executable, "-m", "selfinstruct_local", *args], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=err,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        deadline = time.monotonic() + 600
-        # Kill the server once new instructions wait for their instances: requests are in
-        # flight.
-        while len(rows(out / "pending.jsonl")) <= proposed and time.monotonic() < deadline:
-            assert run.poll() is None, stderr.read_text()[-3000:]
-            time.sleep(0.2)
-        os.killpg(vllm_server.process.pid, signal.SIGKILL)
-        vllm_server.stop()
-        status = run.wait(timeout=300)
-    finally:
-        if run.poll() is None:
-            run.kill()
-        if vllm_server.process is None:
-            vllm_server.start()  # the server comes back (for the resume and other tests)
-    text = stderr.read_text(encoding="utf-8")
-    assert status == 2, text[-3000:]
-    assert "no server answered for 5 s" in text and f"sigen run --resume {out}" in text
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "interrupted"
-    assert manifest["stop_reason"].startswith("no server answered for 5 s")
-    assert manifest["engine"]["requests_retried"] > 0
-    before = (out / "pending.jsonl").read_text(encoding="utf-8")
-    finals_before = read_jsonl(out / "machine_instructions.jsonl")
-    assert len(finals_before) < 5
+    with Relay(vllm_server.port) as server:
+        args = ["run", "--engine", "openai", "--base-url", server.url, "-n", "5",
+                "--batch-size", "4", "-o", str(out), "--seed", "3", "--server-timeout", "5"]
+        run = start_sigen(args, stderr)
+        try:
+            # Kill the server once new instructions wait for their instances: requests are in
+            # flight.
+            wait_until(run, lambda: len(rows(out / "pending.jsonl")) > proposed, timeout=600,
+                       what="the server's kill")
+            server.kill()
+            status = run.wait(timeout=300)
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+        text = stderr.read_text(encoding="utf-8")
+        assert status == 2, text[-3000:]
+        assert "no server answered for 5 s" in text and f"sigen run --resume {out}" in text
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] == "interrupted"
+        assert manifest["stop_reason"].startswith("no server answered for 5 s")
+        assert manifest["engine"]["requests_retried"] > 0
+        before = (out / "pending.jsonl").read_text(encoding="utf-8")
+        finals_before = read_jsonl(out / "machine_instructions.jsonl")
+        assert len(finals_before) < 5
 
-    again = sigen(*args)  # the same command, once the server is back
+        server.start()  # the server is back, at the same address
+        again = sigen(*args)  # the same command
     assert again.returncode == 0, again.stderr[-3000:]
     instructions, manifest = check_run_directory(out, 5, engine="openai")
     assert (out / "pending.jsonl").read_text(encoding="utf-8").startswith(before)
