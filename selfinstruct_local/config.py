@@ -18,11 +18,11 @@ DEFAULT_NUM_INSTRUCTIONS = 20
 
 # Changing any of these mid-run would mix two different datasets in one directory.
 RESUME_KEYS = ("model", "method", "lang", "seeds", "seeds_sha256", "corpus", "passage_chars",
-               "chapters", "evolve_from")
+               "chapters", "evolve_from", "turns", "system", "system_file")
 # Settings whose default is worked out during a run (passage_chars from the model's tokenizer),
 # or that a run keeps unless told otherwise (generations): a command that leaves them unset
 # continues a run with the run's value.
-DERIVED_KEYS = ("passage_chars", "generations")
+DERIVED_KEYS = ("passage_chars", "generations", "turns")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,11 @@ class RunConfig:
     # seeds), and how many times a line of them is evolved (None: 3, or the run's own)
     evolve_from: Path | None = None
     generations: int | None = None
+    # --method magpie: user turns per conversation (None: 1, or the run's own), and the system
+    # prompt that steers it (None: the language's default; "": none) or a file of them
+    turns: int | None = None
+    system: str | None = None
+    system_file: Path | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -82,7 +87,7 @@ class RunConfig:
                              f"not {' or '.join(_TYPE_WORDS[t] for t in allowed)}; the run "
                              "directory is damaged. Restore the file, or start a new run with "
                              "another --output.")
-        for key in ("models_file", "seeds", "output", "corpus", "evolve_from"):
+        for key in ("models_file", "seeds", "output", "corpus", "evolve_from", "system_file"):
             if known.get(key):
                 known[key] = Path(known[key])
         return cls(**known)
@@ -92,10 +97,10 @@ class RunConfig:
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     **{name: (str,) for name in ("model", "models_file", "engine", "base_url", "method", "lang",
                                  "seeds", "seeds_sha256", "output", "corpus", "chapters",
-                                 "kinds", "evolve_from")},
+                                 "kinds", "evolve_from", "system", "system_file")},
     **{name: (int,) for name in ("gpus", "tensor_parallel", "concurrency", "num_instructions",
                                  "seed", "batch_size", "max_rounds", "max_new_tokens",
-                                 "passage_chars", "max_repeats", "generations")},
+                                 "passage_chars", "max_repeats", "generations", "turns")},
     **{name: (int, float) for name in ("server_timeout", "temperature", "top_p")},
     "judge": (bool,),
 }

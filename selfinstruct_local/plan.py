@@ -114,15 +114,20 @@ def resolve_plan(request: RunConfig, reporter: Reporter, api_key: str | None = N
         concurrency=request.concurrency, server_timeout=request.server_timeout,
         batch_size=request.batch_size, seed=request.seed)
     entry, spec = resolve_model(engine_request)
+    if method.chat_model and spec.prompt_format != "chat":
+        raise SigenError(
+            f"--method {method.name} needs an aligned chat model: {method.chat_model}. "
+            f"{spec.name} is a base model (prompt_format: completion). Choose a chat model, "
+            "such as the default smollm2-135m, or a checkpoint whose tokenizer has a chat "
+            "template.")
     prompts = load_prompts(request.lang)
     kinds = parse_kinds(prompts, request.kinds) if request.kinds is not None else None
     ranges = parse_chapters(request.chapters) if request.chapters is not None else None
-    seeds = Path(request.seeds) if request.seeds else default_seed_path(request.lang)
-    seed_tasks = tuple(load_seed_tasks(seeds))
+    seeds, seed_tasks, seeds_sha256 = resolve_seeds(request, method)
     config = replace(
         request,
         model=spec.name if request.model in (None, spec.name) else request.model,
-        seeds=seeds, seeds_sha256=hashlib.sha256(seeds.read_bytes()).hexdigest(),
+        seeds=seeds, seeds_sha256=seeds_sha256,
         chapters=format_chapters(ranges) if ranges else None,
         kinds=",".join(kinds) if kinds else None,
         base_url=redact_urls(request.base_url))  # credentials stay in the engine's options
@@ -147,7 +152,10 @@ def resolve_plan(request: RunConfig, reporter: Reporter, api_key: str | None = N
 
     engine = resolve_engine(engine_request, entry, spec, reporter, api_key, target)
     config = replace(config, gpus=engine.gpus if entry.local_gpus else None)
-    check_seed_lengths(seed_tasks, seeds, engine.weights, spec.max_model_len // 2)
+    if seeds is not None:
+        check_seed_lengths(seed_tasks, seeds, engine.weights, spec.max_model_len // 2)
+    if method.check_model is not None:  # what the method needs of the model (Magpie)
+        method.check_model(config, spec, engine.weights)
     corpus = None
     if request.corpus is not None:
         corpus = resolve_corpus(config, engine, kinds or tuple(prompts.grounded_kinds), ranges,
@@ -160,6 +168,17 @@ def resolve_plan(request: RunConfig, reporter: Reporter, api_key: str | None = N
         sampling.get("temperature", 0.7),
         top_p=request.top_p if request.top_p is not None else sampling.get("top_p", 0.9),
         corpus=corpus, previous=previous, starting=starting)
+
+
+def resolve_seeds(request: RunConfig, method: MethodInfo
+                  ) -> tuple[Path | None, tuple[Task, ...], str]:
+    """The seed file, its tasks and its SHA-256; none for a method that reads no seeds."""
+    if not method.seeds:
+        if request.seeds is not None:
+            raise SigenError(f"--method {method.name} needs no seed tasks: leave out --seeds")
+        return None, (), ""
+    seeds = Path(request.seeds) if request.seeds else default_seed_path(request.lang)
+    return seeds, tuple(load_seed_tasks(seeds)), hashlib.sha256(seeds.read_bytes()).hexdigest()
 
 
 def check_resume(previous: dict, config: RunConfig, force: bool, root: Path) -> None:

@@ -10,10 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from selfinstruct_local.config import RunConfig
 from selfinstruct_local.errors import SigenError
-from selfinstruct_local.methods import alpaca, alpaca_grounded, evol, grounded, self_instruct
+from selfinstruct_local.methods import (
+    alpaca,
+    alpaca_grounded,
+    evol,
+    grounded,
+    magpie,
+    self_instruct,
+)
+from selfinstruct_local.models import ModelSpec
 from selfinstruct_local.pipeline.stages import Context, Method
 from selfinstruct_local.prompts import PromptSet
 from selfinstruct_local.seeds import Task
@@ -33,6 +42,11 @@ class MethodInfo:
     options: tuple[str, ...] = ()
     resolve: Callable[[RunConfig, tuple[Task, ...]],
                       tuple[RunConfig, tuple[Task, ...]]] | None = None
+    seeds: bool = True  # whether it reads seed tasks (Magpie needs none: no seed set is loaded)
+    chat_model: str | None = None  # why it needs an aligned chat model (a base one is refused)
+    # What it needs of the model, checked once the engine is resolved (Magpie: the tokenizer
+    # and chat template here); given the configuration, the model and its checkpoint here.
+    check_model: Callable[[RunConfig, ModelSpec, Path | None], None] | None = None
 
     def factory(self, corpus: bool) -> Callable[[Context], Method]:
         if not corpus:
@@ -55,6 +69,11 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in (
                "harder or rarer ones for --generations rounds, and answer each",
                evol.method, evol.SOURCE_TOKENS,
                options=("evolve_from", "generations"), resolve=evol.resolve),
+    MethodInfo("magpie", "Magpie (Xu et al.): an aligned chat model writes the user's request "
+               "from its own chat template, then answers it; no seed tasks (--system, --turns)",
+               magpie.method, magpie.SOURCE_TOKENS,
+               options=("turns", "system", "system_file"), resolve=magpie.resolve,
+               seeds=False, chat_model=magpie.CHAT_MODEL, check_model=magpie.check_model),
 )}
 
 

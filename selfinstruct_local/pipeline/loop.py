@@ -246,7 +246,9 @@ class Loop:
             return
         self.idle_sources = 0
         instance_rows = [{"instruction_id": task["id"], "instruction": task["instruction"],
-                          "input": inst.input, "output": inst.output} for inst in kept]
+                          "input": inst.input, "output": inst.output,
+                          **{k: task[k] for k in self.method.instance_keys if k in task}}
+                         for inst in kept]
         self.store.append(INSTANCES, instance_rows)
         final = {
             "id": task["id"], "instruction": task["instruction"],

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selfinstruct_local.dedup import NearDupIndex
@@ -47,6 +48,7 @@ class Context:
     examples: frozenset[str] = frozenset()  # few-shot texts an instance must not copy
     context_len: int = 2048  # the model's context, in tokens
     corpus: CorpusPlan | None = None  # the passages and kinds, for a run grounded in a corpus
+    weights: Path | None = None  # the model's checkpoint here: its tokenizer and chat template
     starting: tuple[Task, ...] = ()  # the instructions a method starts from (evol)
 
     @property
@@ -149,6 +151,8 @@ class Method:
     finish: Callable[[Context, dict], list[Instance]] = stored_instances
     # Keys of the task copied into its machine_instructions row.
     final_keys: tuple[str, ...] = field(default=())
+    # Keys of the task copied into each of its instances.jsonl rows (a whole conversation).
+    instance_keys: tuple[str, ...] = field(default=())
     # Keys of a candidate copied into every row about it, rejected ones included (evol: its
     # parent, operation and generation, which a resume and `sigen stats` read back).
     lineage: tuple[str, ...] = field(default=())
