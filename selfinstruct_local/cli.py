@@ -202,6 +202,22 @@ def run(
         "--system-file", exists=True, dir_okay=False, help="--method magpie: a UTF-8 file of "
         "system prompts, one per line; each request draws one (recorded in its row's "
         "`system`).")] = None,
+    embed_model: Annotated[str | None, typer.Option(
+        "--embed-model", help="The semantic screen's embedding model, with "
+        "--semantic-threshold: a models.yaml entry (kind: embed, such as bge-m3; any other "
+        "entry is mean-pooled, the packaged smollm2-135m as a weak stand-in) or a checkpoint "
+        "directory, run in this process with transformers; with --embed-base-url, the "
+        "server's model name. Default: none (no semantic screen).")] = None,
+    semantic_threshold: Annotated[float | None, typer.Option(
+        "--semantic-threshold", help="Reject a candidate that passes ROUGE-L when the cosine "
+        "of its embedding with a pool instruction's is at least this (semantic_duplicate in "
+        "rejected.jsonl, with that instruction and the score). Suggested: 0.90 for bge and "
+        "gte, 0.95 for e5, 0.99 for smollm2-135m on English (see the README). Default: off."
+    )] = None,
+    embed_base_url: Annotated[str | None, typer.Option(
+        "--embed-base-url", help="--embed-model on a server: its API root with "
+        "/v1/embeddings (vllm serve --runner pooling, TEI, llama.cpp --embedding), e.g. "
+        "http://gpu01:8001/v1; --api-key is sent to it too.")] = None,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="Show no progress (neither the live display on a terminal nor the "
         "log lines otherwise) and no informational messages. Warnings, errors and the resume "
@@ -219,7 +235,8 @@ def run(
             # Where the servers are can change between two tries (a job on other nodes), and
             # their credentials are never saved.
             base_url=base_url or saved.base_url, judge=judge or saved.judge,
-            generations=generations or saved.generations)
+            generations=generations or saved.generations,
+            embed_base_url=embed_base_url or saved.embed_base_url)
     else:
         config = RunConfig(
             model=model, models_file=models_file, engine=engine, gpus=gpus,
@@ -230,7 +247,8 @@ def run(
             max_new_tokens=max_new_tokens, corpus=corpus, passage_chars=passage_chars,
             chapters=chapters, kinds=kinds, max_repeats=max_repeats, judge=judge,
             evolve_from=evolve_from, generations=generations,
-            turns=turns, system=system, system_file=system_file,
+            turns=turns, system=system, system_file=system_file, embed_model=embed_model,
+            semantic_threshold=semantic_threshold, embed_base_url=embed_base_url,
         )
     reporter = make_reporter(quiet)
     try:
@@ -264,13 +282,52 @@ def dedup(
     against: Annotated[Path | None, typer.Option(
         help="A pool (JSONL, same field) that rows are also compared against, e.g. the seeds.",
         dir_okay=False)] = None,
+    semantic_threshold: Annotated[float | None, typer.Option(
+        "--semantic-threshold", help="Also reject a row that passes ROUGE-L when the cosine of "
+        "its embedding (--embed-model) with a kept row's or a pool row's is at least this, as "
+        "`sigen run --semantic-threshold` does. Default: off.")] = None,
+    embed_model: Annotated[str | None, typer.Option(
+        "--embed-model", help="With --semantic-threshold: the embedding model, a models.yaml "
+        "entry or a checkpoint directory (run here with transformers), or with "
+        "--embed-base-url the server's model name.")] = None,
+    embed_base_url: Annotated[str | None, typer.Option(
+        "--embed-base-url", help="--embed-model on a server: its API root with /v1/embeddings, "
+        "e.g. http://gpu01:8001/v1.")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar="OPENAI_API_KEY", show_default=False,
+        help="The --embed-base-url server's API key. Default: $OPENAI_API_KEY.")] = None,
+    models_file: ModelsFile = None,
 ) -> None:
-    """Drop near-duplicates (ROUGE-L, CJK-aware, exact) from a JSONL file, keeping input order."""
+    """Drop near-duplicates (ROUGE-L, CJK-aware, exact; with --semantic-threshold also by
+    meaning) from a JSONL file, keeping input order."""
     from selfinstruct_local.dedup import dedup_jsonl, default_output_path
+    from selfinstruct_local.pipeline.semantic_screen import resolve_semantic
+
+    plan = resolve_semantic(embed_model, semantic_threshold, embed_base_url, api_key,
+                            models_file)
+
+    def embed(texts: list[str]):
+        """The texts' vectors, the model loaded only once every other check has passed."""
+        from selfinstruct_local.embed import load_embedder
+        from selfinstruct_local.models import load_registry
+
+        assert plan is not None
+        registry = None if plan.base_url else load_registry(models_file)
+        embedder = load_embedder(plan.model, registry=registry, base_url=plan.base_url,
+                                 api_key=plan.api_key, log=print)
+        try:
+            begun = time.perf_counter()
+            vectors = embedder.embed(texts)
+            print(f"{len(texts)} texts embedded with {plan.model} in "
+                  f"{time.perf_counter() - begun:.1f} s")
+            return vectors
+        finally:
+            embedder.close()
 
     output = output or default_output_path(input)
     started = time.perf_counter()
-    counts = dedup_jsonl(input, output, field=field, threshold=threshold, against_path=against)
+    counts = dedup_jsonl(input, output, field=field, threshold=threshold, against_path=against,
+                         semantic_threshold=plan.threshold if plan else None, embed=embed)
     seconds = time.perf_counter() - started
     details = ", ".join(f"{k} {v}" for k, v in counts.items() if k.startswith("rejected"))
     print(f"{counts['read']} rows read, {counts['kept']} kept ({details}) -> {output} "

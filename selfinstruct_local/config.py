@@ -18,7 +18,7 @@ DEFAULT_NUM_INSTRUCTIONS = 20
 
 # Changing any of these mid-run would mix two different datasets in one directory.
 RESUME_KEYS = ("model", "method", "lang", "seeds", "seeds_sha256", "corpus", "passage_chars",
-               "chapters", "evolve_from", "turns", "system", "system_file")
+               "chapters", "evolve_from", "turns", "system", "system_file", "embed_model")
 # Settings whose default is worked out during a run (passage_chars from the model's tokenizer),
 # or that a run keeps unless told otherwise (generations): a command that leaves them unset
 # continues a run with the run's value.
@@ -63,6 +63,12 @@ class RunConfig:
     turns: int | None = None
     system: str | None = None
     system_file: Path | None = None
+    # The semantic screen (off unless both are given): the model that embeds instructions (a
+    # registry name or checkpoint; with embed_base_url, a server's model name) and the cosine
+    # at or above which a candidate is a semantic_duplicate of a pool instruction
+    embed_model: str | None = None
+    semantic_threshold: float | None = None
+    embed_base_url: str | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -97,11 +103,13 @@ class RunConfig:
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     **{name: (str,) for name in ("model", "models_file", "engine", "base_url", "method", "lang",
                                  "seeds", "seeds_sha256", "output", "corpus", "chapters",
-                                 "kinds", "evolve_from", "system", "system_file")},
+                                 "kinds", "evolve_from", "system", "system_file", "embed_model",
+                                 "embed_base_url")},
     **{name: (int,) for name in ("gpus", "tensor_parallel", "concurrency", "num_instructions",
                                  "seed", "batch_size", "max_rounds", "max_new_tokens",
                                  "passage_chars", "max_repeats", "generations", "turns")},
-    **{name: (int, float) for name in ("server_timeout", "temperature", "top_p")},
+    **{name: (int, float) for name in ("server_timeout", "temperature", "top_p",
+                                       "semantic_threshold")},
     "judge": (bool,),
 }
 _TYPE_WORDS = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}

@@ -203,6 +203,19 @@ class NearDupIndex:
         coded, elems = self._encode(text)
         return self._find(coded, elems, self._index.keys(elems))
 
+    def check(self, text: str) -> DedupDecision:
+        """What check_and_add would decide, adding nothing (the text is added later, or not,
+        as the checks after this one decide)."""
+        return self._check(*self._encode(text))
+
+    def _check(self, coded: str, elems: list[int]) -> DedupDecision:
+        if not coded:
+            return DedupDecision(kept=False, reason="empty")
+        hit = self._find(coded, elems, self._index.keys(elems))
+        if hit is not None:
+            return DedupDecision(False, "near_duplicate", hit[0], hit[1])
+        return DedupDecision(kept=True)
+
     def check_and_add(self, text: str) -> DedupDecision:
         """Add ``text`` unless it is empty or a near-duplicate of an item; says which."""
         return self._check_and_add(text, *self._encode(text))
@@ -216,6 +229,20 @@ class NearDupIndex:
             return DedupDecision(False, "near_duplicate", hit[0], hit[1])
         self._add(text, coded, elems, keys)
         return DedupDecision(kept=True)
+
+    def _decide(self, text: str, coded: str, elems: list[int], semantic, vector
+                ) -> DedupDecision:
+        """check_and_add, and with `semantic` (a SemanticIndex holding the same items in the
+        same order) a text that passes ROUGE-L is also checked by its `vector`; it joins both
+        only if it passes both."""
+        if semantic is None:
+            return self._check_and_add(text, coded, elems)
+        decision = self._check(coded, elems)
+        if decision.kept:
+            decision = semantic.check_and_add(vector)
+            if decision.kept:
+                self._add(text, coded, elems, self._index.keys(elems))
+        return decision
 
     def most_similar(self, text: str, k: int = 10) -> tuple[list[tuple[int, float]], float]:
         """Exact top-k (id, score) over the whole pool, best first (ties: lower id first),
@@ -292,13 +319,22 @@ def greedy_dedup(
     against: Sequence[str] = (),
     *,
     use_lsh: bool = False,
+    semantic=None,
+    vectors=None,
 ) -> list[DedupDecision]:
     """Keep each text, in input order, unless it is empty or has F >= threshold with a text
     kept before it or with any text of ``against``. Same result as ``brute_force_dedup``.
 
+    With ``semantic`` (an empty semantic.SemanticIndex) and ``vectors`` (the embeddings of
+    ``[*against, *texts]``), a text that passes ROUGE-L is also rejected as a
+    semantic_duplicate when its cosine with a kept text's or a pool text's is at least the
+    index's threshold: the rule of a run's screen.
+
     ``match_id`` is a position in ``[*against, *texts]`` (the pool first).
     """
     index = NearDupIndex(threshold, use_lsh=use_lsh)
+    if semantic is not None and len(against):
+        semantic.add_many(vectors[:len(against)])
     pool = [index._encode(t) for t in against]
     batch = [index._encode(t) for t in texts]
     # The whole input is known: freeze its exact element frequencies as the prefix order.
@@ -309,7 +345,8 @@ def greedy_dedup(
         origin.append(pos)
     decisions = []
     for pos, (text, (coded, elems)) in enumerate(zip(texts, batch, strict=True), len(against)):
-        d = index._check_and_add(text, coded, elems)
+        d = index._decide(text, coded, elems, semantic,
+                          None if semantic is None else vectors[pos])
         if d.kept:
             origin.append(pos)
         elif d.match_id is not None:
@@ -423,11 +460,15 @@ def dedup_jsonl(
     threshold: float = DEFAULT_THRESHOLD,
     against_path: str | os.PathLike[str] | None = None,
     against_field: str | None = None,
+    semantic_threshold: float | None = None,
+    embed=None,
 ) -> dict[str, float | int]:
     """Greedy-dedup a JSONL file on ``field``; writes the kept lines byte-for-byte, in order.
 
     ``against_path`` is a pool (JSONL, ``against_field`` defaulting to ``field``) that every
-    row is also compared with. Returns the counts and the seconds taken.
+    row is also compared with. With ``semantic_threshold`` and ``embed`` (texts in, unit
+    vectors out: an embed.Embedder's embed), rows are also screened by meaning, as in a run
+    (see greedy_dedup). Returns the counts and the seconds taken.
     """
     start = time.perf_counter()
     threshold_fraction(threshold)  # fail on a bad threshold before reading anything
@@ -437,7 +478,13 @@ def dedup_jsonl(
     pool: list[str] = []
     if against_path is not None:
         pool = read_jsonl_field(against_path, against_field or field)[1]
-    decisions = greedy_dedup(texts, threshold, pool)
+    semantic = vectors = None
+    if semantic_threshold is not None:
+        from selfinstruct_local.semantic import SemanticIndex
+
+        semantic = SemanticIndex(semantic_threshold)
+        vectors = embed([*pool, *texts])
+    decisions = greedy_dedup(texts, threshold, pool, semantic=semantic, vectors=vectors)
     # Replaced atomically (a temporary sibling of its own, then a rename): a crash never leaves
     # a half-written output, and no other file is touched.
     write_atomic(out, b"".join(row for row, d in zip(rows, decisions, strict=True) if d.kept))
@@ -447,5 +494,7 @@ def dedup_jsonl(
         "kept": reasons[None],
         "rejected_near_duplicate": reasons["near_duplicate"],
         "rejected_empty": reasons["empty"],
+        **({"rejected_semantic_duplicate": reasons["semantic_duplicate"]}
+           if semantic_threshold is not None else {}),
         "seconds": round(time.perf_counter() - start, 3),
     }

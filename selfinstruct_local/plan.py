@@ -44,6 +44,7 @@ from selfinstruct_local.engines.setup import (
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.methods import MethodInfo, check_method_options, method_info
 from selfinstruct_local.pipeline.repeats import DEFAULT_MAX_REPEATS
+from selfinstruct_local.pipeline.semantic_screen import SemanticPlan, resolve_semantic
 from selfinstruct_local.progress import Reporter
 from selfinstruct_local.prompts import PromptSet, load_prompts, parse_kinds
 from selfinstruct_local.redact import redact_urls
@@ -76,6 +77,7 @@ class Plan:
     corpus: CorpusPlan | None
     previous: dict | None  # the manifest of the run being continued
     starting: tuple[Task, ...] = ()  # the instructions the method starts from (evol)
+    semantic: SemanticPlan | None = None  # --embed-model with --semantic-threshold
 
     @property
     def output(self) -> Path:
@@ -120,6 +122,8 @@ def resolve_plan(request: RunConfig, reporter: Reporter, api_key: str | None = N
             f"{spec.name} is a base model (prompt_format: completion). Choose a chat model, "
             "such as the default smollm2-135m, or a checkpoint whose tokenizer has a chat "
             "template.")
+    semantic = resolve_semantic(request.embed_model, request.semantic_threshold,
+                                request.embed_base_url, api_key, request.models_file)
     prompts = load_prompts(request.lang)
     kinds = parse_kinds(prompts, request.kinds) if request.kinds is not None else None
     ranges = parse_chapters(request.chapters) if request.chapters is not None else None
@@ -130,7 +134,9 @@ def resolve_plan(request: RunConfig, reporter: Reporter, api_key: str | None = N
         seeds=seeds, seeds_sha256=seeds_sha256,
         chapters=format_chapters(ranges) if ranges else None,
         kinds=",".join(kinds) if kinds else None,
-        base_url=redact_urls(request.base_url))  # credentials stay in the engine's options
+        # credentials stay in the engine's (and the embedder's) options
+        base_url=redact_urls(request.base_url), embed_base_url=redact_urls(request.embed_base_url),
+        semantic_threshold=semantic.threshold if semantic else None)
 
     output = request.output
     if output is None and (same := latest_run_like(config)):
@@ -167,7 +173,7 @@ def resolve_plan(request: RunConfig, reporter: Reporter, api_key: str | None = N
         temperature=request.temperature if request.temperature is not None else
         sampling.get("temperature", 0.7),
         top_p=request.top_p if request.top_p is not None else sampling.get("top_p", 0.9),
-        corpus=corpus, previous=previous, starting=starting)
+        corpus=corpus, previous=previous, starting=starting, semantic=semantic)
 
 
 def resolve_seeds(request: RunConfig, method: MethodInfo

@@ -140,6 +140,9 @@ SCORE_ROW = RowSchema(
     optional={"instruction_id": TEXT, "judge": TEXT, "reason": TEXT_OR_NULL, "attempts": WHOLE,
               "reply": TEXT})
 
+# embeddings.jsonl (semantic_rows.py): a pool instruction's vector, base64 of float32 values.
+EMBEDDING_ROW = RowSchema(required={"id": TEXT, "vector": TEXT})
+
 # contamination.jsonl (quality/contamination.py): a task that shares an n-gram with an item of
 # one benchmark file.
 CONTAMINATION_ROW = RowSchema(

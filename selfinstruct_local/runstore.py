@@ -29,6 +29,7 @@ from pathlib import Path
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.rowschema import (
     CONTAMINATION_ROW,
+    EMBEDDING_ROW,
     INSTANCE_ROW,
     INSTRUCTION_ROW,
     NUMBER,
@@ -55,22 +56,26 @@ CONTAMINATION = "contamination.jsonl"  # sigen decontaminate
 CONTAMINATION_META = "contamination.json"
 REPORT = "report.md"  # sigen stats
 DIVERSITY = "diversity.json"  # sigen stats
+EMBEDDINGS = "embeddings.jsonl"  # sigen run --semantic-threshold: the pool's vectors
 COMMIT_ORDER = (PENDING, REJECTED, INSTANCES, INSTRUCTIONS)
 GROUP_COMMIT_SECONDS = 0.5
 
 SCHEMAS: dict[str, RowSchema] = {
     PENDING: PENDING_ROW, INSTRUCTIONS: INSTRUCTION_ROW, INSTANCES: INSTANCE_ROW,
     REJECTED: REJECTED_ROW, SCORES: SCORE_ROW, CONTAMINATION: CONTAMINATION_ROW,
+    EMBEDDINGS: EMBEDDING_ROW,
 }
 DAMAGED = ("the run directory is damaged. Restore the file from a backup, or start a new run "
            "with another --output.")
-# How to mend a file that only a quality command writes: that command can write it again.
+# How to mend a file that sigen can write again (a quality command's, the run's vectors).
 _MEND = {
     SCORES: "scores.jsonl is damaged. Restore it, or delete that line: its task is then judged "
             "again by `sigen judge`.",
     CONTAMINATION: "contamination.jsonl is damaged. Restore it, or delete it and "
                    "contamination.json and run `sigen decontaminate` again against every "
                    "benchmark.",
+    EMBEDDINGS: "embeddings.jsonl is damaged. Delete it and resume: the pool's vectors are "
+                "computed again from the instructions.",
 }
 
 
@@ -308,7 +313,7 @@ def _write_atomic(target: Path, data: bytes) -> None:
 # may write one of these in a run directory.
 RUN_FILES = frozenset({
     INSTRUCTIONS, INSTANCES, REJECTED, PENDING, MANIFEST, DATA, SCORES, CONTAMINATION,
-    CONTAMINATION_META, "engine.log", ".sigen.lock", REPORT, DIVERSITY,
+    CONTAMINATION_META, "engine.log", ".sigen.lock", REPORT, DIVERSITY, EMBEDDINGS,
 })
 # What else sigen's commands leave in a run directory that has its manifest: `sigen stats`'s
 # plots, `sigen export`'s default output with its card and dataset_info.json, `sigen dedup`'s

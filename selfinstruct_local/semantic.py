@@ -11,8 +11,8 @@ itself, and cosine == T is a duplicate, as for ROUGE-L.
   float32 values): a full scan;
 - past that, through faiss's HNSW graph, which finds the nearest ANN_CANDIDATES items,
   which are then scored exactly. It can miss an item at or above T that the graph does not
-  reach: measured recall against brute force is in scripts/bench_semantic.py and the README.
-  `exact` says which regime the next decision is in.
+  reach: scripts/bench_semantic.py measures its recall against brute force. `exact` says which
+  regime the next decision is in, `describe()` how the graph searches.
 
 Item ids are positions in the order of adding, as in NearDupIndex: a run adds the same texts in
 the same order to both, so one id names one pool instruction in each.
@@ -32,7 +32,7 @@ REASON = "semantic_duplicate"
 # values (8 MB; 3,472 items of 576 dimensions, 1,953 of 1,024): a scan of 3,000 such vectors
 # takes 0.36 ms of CPU time on the 2-core machine, about what the graph takes per candidate.
 EXACT_FLOATS = 2_000_000
-# faiss's HNSW, settings chosen with scripts/bench_semantic.py (figures in the README).
+# faiss's HNSW, settings chosen with scripts/bench_semantic.py on the ../shared/bench pools.
 CONNECTIVITY = 32  # links per node
 EXPANSION_ADD = 64  # candidate list while inserting
 EXPANSION_SEARCH = 96  # candidate list while searching
@@ -266,8 +266,9 @@ class _Graph:
 
     Embeddings are anisotropic: a few directions carry most of their spread. Where a PCA
     projection fitted on `sample` keeps VARIANCE_KEPT of it in at most half the dimensions, the
-    graph works in that projection (SmolLM2's 576 dimensions: 160, measured), where a distance
-    costs a fraction; the candidates it returns are scored exactly on the full vectors anyway.
+    graph works in that projection, where a distance costs a fraction (SmolLM2's 576
+    dimensions, measured: 256 for English sentences, none for Chinese, whose spread is even);
+    the candidates it returns are scored exactly on the full vectors anyway.
     """
 
     def __init__(self, dim: int, sample: np.ndarray, *, connectivity: int, expansion_add: int,

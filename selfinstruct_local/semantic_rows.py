@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.runstore import EMBEDDINGS
 
-EMBEDDINGS = "embeddings.jsonl"
 _FLOAT32 = np.dtype("<f4")
 
 

@@ -70,8 +70,8 @@ class FinishedRun:
     stderr: str
 
 
-# Self-Instruct, 3 instructions through the shared server; the API key must reach no file.
-SERVED_RUN = ("run", "--engine", "openai", "-n", "3", "--batch-size", "8", "--seed", "3")
+# Self-Instruct, 2 instructions through the shared server; the API key must reach no file.
+SERVED_RUN = ("run", "--engine", "openai", "-n", "2", "--batch-size", "4", "--seed", "3")
 SERVED_RUN_KEY = "sk-not-needed-here"
 
 

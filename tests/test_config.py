@@ -1,7 +1,6 @@
 """Which run `sigen run` without --output continues, and settings inherited on resume."""
 
 import json
-
 from dataclasses import replace
 
 import pytest

@@ -112,10 +112,10 @@ def test_the_same_command_finds_its_run_under_runs(served_run):
 def test_alpaca_run(tmp_path, vllm_server):
     out = tmp_path / "alpaca"
     result = sigen("run", "--engine", "openai", "--base-url", vllm_server.base_url,
-                   "--method", "alpaca", "-n", "3", "--batch-size", "6",
+                   "--method", "alpaca", "-n", "2", "--batch-size", "3",
                    "--max-new-tokens", "768", "-o", str(out), "--seed", "5", "--judge")
     assert result.returncode == 0, result.stderr[-3000:]
-    instructions, manifest = check_run_directory(out, 3, engine="openai")
+    instructions, manifest = check_run_directory(out, 2, engine="openai")
     assert manifest["config"]["method"] == "alpaca"
     assert "classify_requests" not in manifest["counts"]
     # --judge: every task scored as the run went, by the run's own model.
@@ -156,10 +156,10 @@ def check_grounded_run(out, corpus, lang, minimum, engine="vllm"):
 def test_grounded_chinese_run(tmp_path, vllm_server):
     out = tmp_path / "zh"
     result = sigen("run", "--engine", "openai", "--base-url", vllm_server.base_url,
-                   "--lang", "zh", "--corpus", str(CORPUS_ZH), "-n", "3",
+                   "--lang", "zh", "--corpus", str(CORPUS_ZH), "-n", "2",
                    "--batch-size", "16", "-o", str(out), "--seed", "7")
     assert result.returncode == 0, result.stderr[-3000:]
-    passages = check_grounded_run(out, CORPUS_ZH, "zh", 3, engine="openai")
+    passages = check_grounded_run(out, CORPUS_ZH, "zh", 2, engine="openai")
     # The fixture's four chapters make six passages at the length measured for this model.
     assert len(passages) >= 5 and {p.chapter_index for p in passages.values()} == {1, 2, 3, 4}
 

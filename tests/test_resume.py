@@ -28,7 +28,7 @@ from tests.processes import (
 from tests.scripted import scripted_completions
 from tests.test_e2e import check_quiet_engine, check_run_directory
 
-FIRST, TARGET = 2, 6  # instructions of the first run, then of the run extended
+FIRST, TARGET = 1, 5  # instructions of the first run, then of the run extended
 
 
 @pytest.mark.engine

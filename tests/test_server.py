@@ -23,13 +23,13 @@ pytestmark = pytest.mark.engine
 def test_openai_engine_run(tmp_path, served_run, vllm_server):
     """The shared finished run (sigen run --engine openai, given an API key), then --judge
     added to a copy of it."""
-    instructions, manifest = check_run_directory(served_run.path, 3, engine="openai")
+    instructions, manifest = check_run_directory(served_run.path, 2, engine="openai")
     engine = manifest["engine"]
     assert engine["servers"] == [vllm_server.base_url]
     assert engine["served_model"] == "smollm2-135m"
     assert engine["rendering"] == "local tokenizer"
     assert engine["requests_retried"] == 0 and engine["replicas_dropped"] == 0
-    assert manifest["counts"]["classify_requests"] >= 3
+    assert manifest["counts"]["classify_requests"] >= 2
     for path in served_run.path.iterdir():  # the API key is never written down
         assert SERVED_RUN_KEY not in path.read_text(encoding="utf-8", errors="replace"), path
     assert SERVED_RUN_KEY not in served_run.stderr
@@ -48,7 +48,7 @@ def test_openai_engine_run(tmp_path, served_run, vllm_server):
 
 
 def test_server_killed_mid_run_then_resumed(tmp_path, served_run, vllm_server):
-    """The shared finished run (a copy) extended to 5 instructions; the server killed (kill -9)
+    """The shared finished run (a copy) extended by one instruction; the server killed (kill -9)
     while requests are in flight: the run stops resumably; once the server is back the same
     command completes it. sigen talks to the shared server through a relay of its own
     (tests/relay.py), and the relay is what is killed and started again: for sigen the server
@@ -56,9 +56,10 @@ def test_server_killed_mid_run_then_resumed(tmp_path, served_run, vllm_server):
     out = tmp_path / "run"
     shutil.copytree(served_run.path, out)
     proposed = len(rows(out / "pending.jsonl"))
+    target = len(rows(out / "machine_instructions.jsonl")) + 1
     stderr = tmp_path / "stderr.txt"
     with Relay(vllm_server.port) as server:
-        args = ["run", "--engine", "openai", "--base-url", server.url, "-n", "5",
+        args = ["run", "--engine", "openai", "--base-url", server.url, "-n", str(target),
                 "--batch-size", "4", "-o", str(out), "--seed", "3", "--server-timeout", "5"]
         run = start_sigen(args, stderr)
         try:
@@ -80,12 +81,12 @@ def test_server_killed_mid_run_then_resumed(tmp_path, served_run, vllm_server):
         assert manifest["engine"]["requests_retried"] > 0
         before = (out / "pending.jsonl").read_text(encoding="utf-8")
         finals_before = read_jsonl(out / "machine_instructions.jsonl")
-        assert len(finals_before) < 5
+        assert len(finals_before) < target
 
         server.start()  # the server is back, at the same address
         again = sigen(*args)  # the same command
     assert again.returncode == 0, again.stderr[-3000:]
-    instructions, manifest = check_run_directory(out, 5, engine="openai")
+    instructions, manifest = check_run_directory(out, target, engine="openai")
     assert (out / "pending.jsonl").read_text(encoding="utf-8").startswith(before)
     assert instructions[:len(finals_before)] == finals_before  # nothing rewritten
     assert len({r["instruction"] for r in instructions}) == len(instructions)

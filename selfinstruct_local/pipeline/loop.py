@@ -33,7 +33,7 @@ from selfinstruct_local.pipeline.stages import REJECT, Context, Method
 from selfinstruct_local.progress import Reporter, Snapshot
 from selfinstruct_local.quality.gate import SCORES
 from selfinstruct_local.quality.judge import TaskJudge
-from selfinstruct_local.runstore import INSTANCES, INSTRUCTIONS, PENDING, REJECTED
+from selfinstruct_local.runstore import EMBEDDINGS, INSTANCES, INSTRUCTIONS, PENDING, REJECTED
 
 STALL_ROUNDS = 8  # stop asking for new tasks after this many rounds' worth add nothing
 CHECKPOINT_SECONDS = 10.0  # the manifest is saved at least this often, and after each round
@@ -210,6 +210,8 @@ class Loop:
             (rejected if "reason" in row else accepted).append(row)
         self.store.append(REJECTED, rejected)
         self.store.append(PENDING, accepted)
+        if self.ctx.semantic is not None:  # each vector after its pending row (semantic_rows)
+            self.store.append(EMBEDDINGS, self.ctx.semantic.take_rows())
         self.stats.source_answers += 1
         self.stats.source_tasks += len(accepted)
         self.idle_sources = 0 if accepted else self.idle_sources + 1

@@ -30,6 +30,7 @@ from selfinstruct_local.seeds import Instance, Task
 
 if TYPE_CHECKING:
     from selfinstruct_local.config import RunConfig
+    from selfinstruct_local.pipeline.semantic_screen import SemanticScreen
     from selfinstruct_local.plan import CorpusPlan
 
 
@@ -50,6 +51,7 @@ class Context:
     corpus: CorpusPlan | None = None  # the passages and kinds, for a run grounded in a corpus
     weights: Path | None = None  # the model's checkpoint here: its tokenizer and chat template
     starting: tuple[Task, ...] = ()  # the instructions a method starts from (evol)
+    semantic: SemanticScreen | None = None  # --semantic-threshold: the pool's embeddings
 
     @property
     def human(self) -> list[str]:
