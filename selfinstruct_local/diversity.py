@@ -109,12 +109,6 @@ def computed_embeddings(run: Run, model: str, models_file: Path | None = None,
     from selfinstruct_local.models import load_registry
 
     texts = [row["instruction"] for row in run.instructions]
-    try:  # transformers' "Loading weights" bar: noise between the report's lines
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-    except ImportError:
-        pass
     embedder = load_embedder(model, registry=load_registry(models_file), log=log)
     try:
         log(f"embedding {len(texts)} instructions with {embedder.name}")

@@ -111,6 +111,21 @@ def test_what_small_models_write_in_the_users_place():
     assert request_problem(template, "请用简单的话解释什么是光合作用。", prompt, "zh") is None
 
 
+def test_a_refusal_is_no_answer():
+    """Answers the packaged model gave to its own requests (recorded): the refusals go."""
+    from selfinstruct_local.methods.magpie import answer_problem
+
+    refusal = ("I'm sorry for the misunderstanding, but as a chatbot designed to assist with "
+               "recipes, I don't have the capability to provide recipes.")
+    assert answer_problem(refusal, "en") == "refusal"
+    assert answer_problem("抱歉，我无法回答这个问题。", "zh") == "refusal"
+    assert answer_problem("...!", "en") == "trivial_answer"
+    assert answer_problem("Renewable energy sources offer numerous benefits, including reducing "
+                          "greenhouse gas emissions.", "en") is None
+    assert answer_problem("I completely understand your concerns. It's completely normal to "
+                          "have doubts.", "en") is None
+
+
 # -- the method on recorded completions ----------------------------------------------------------
 
 class MagpieEngine(ScriptedEngine):

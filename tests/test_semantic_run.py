@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from selfinstruct_local.dedup import rouge_l
-from selfinstruct_local.semantic_rows import decode_vector
 from selfinstruct_local.seeds import default_seed_path, load_seed_tasks
+from selfinstruct_local.semantic_rows import decode_vector
 from tests.conftest import sigen as sigen_process
 from tests.fake_openai import FakeOpenAIServer, Reply
 from tests.scripted import scripted_completions

@@ -21,6 +21,10 @@ class TransformersEmbedder:
     def __init__(self, spec: ModelSpec, *, gpus: int = 0, batch_size: int = 32) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        # Its "Loading weights" bar is noise between sigen's own lines (a run's, a report's).
+        transformers_logging.disable_progress_bar()
 
         self._torch = torch
         self.name = spec.name

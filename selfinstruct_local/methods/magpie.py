@@ -41,6 +41,7 @@ from pathlib import Path
 from selfinstruct_local.config import RunConfig
 from selfinstruct_local.engines import Completion, Request
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.methods.evol import eliminated, evol_words
 from selfinstruct_local.models import ModelSpec
 from selfinstruct_local.pipeline.filters import check_instruction, copies_prompt
 from selfinstruct_local.pipeline.parsing import complete_sentences
@@ -58,6 +59,14 @@ MARKER = "\ue000sigen-magpie\ue001"
 # Why a base model cannot do it (the plan refuses one with this).
 CHAT_MODEL = ("it lets the model write the user's turn of its own chat template, which only a "
               "model aligned on that template does")
+
+
+def answer_problem(answer: str, lang: str) -> str | None:
+    """An answer that refuses or apologizes in its opening sentences ("I'm sorry ..., but as a
+    chatbot ...": the packaged model does it to a third of its own requests), or that holds
+    only punctuation and stop words: Evol-Instruct's elimination rules, its words for `lang`.
+    Dropped like any bad answer (the sampled retry, then no_valid_instances)."""
+    return eliminated(evol_words(lang), answer)
 
 
 def method(ctx: Context) -> Method:
@@ -302,6 +311,8 @@ class Magpie:
             answer = complete_sentences(answer)
         dropped = () if answer or c.finish_reason != "length" else \
             ((Instance("", self.template.clean(c.text)), "cut_off"),)
+        if reason := answer_problem(answer, ctx.config.lang):
+            dropped = ((Instance("", answer), reason),)
         kept = ctx.keep_instances(task, [] if dropped else [Instance("", answer)], dropped)
         if kept:
             conversation.append({"role": "assistant", "content": kept[0].output})
