@@ -104,6 +104,20 @@ def test_multi_line_output_is_not_repetitive():
     assert len(kept) == 1
 
 
+def test_loops_after_an_opening_and_of_short_pieces_are_repetitive():
+    """Answers of the packaged model in a Chinese Magpie run (recorded, shortened): a line, then
+    one short line over and over; a list marker looped; one mark looped. Tables, rules, leaders
+    and digits are not loops."""
+    loops = ["我在疯疦的什么？" + "\n\n疯疦！" * 12, "1. " * 20,
+             "我是一个洞客，有什么用法？－－！" + "！" * 40, "ha " * 12]
+    fine = ["| a | b |\n" + "|---" * 12 + "|", "0" * 24, "Wait" + "." * 24,
+            "0 " * 12, "1. Apple\n2. Pear\n3. Plum", "你可以使用它，可以使用它。"]
+    kept, dropped = filter_instances([Instance(str(i), text) for i, text in
+                                      enumerate(loops + fine)])
+    assert [inst.output for inst, why in dropped if why == "repetitive_output"] == loops
+    assert [inst.output for inst in kept] == [t.strip() for t in fine]
+
+
 def test_open_ended_task_keeps_its_first_answer():
     kept, dropped = filter_instances([Instance("", "Walk daily."), Instance("", "Sleep well.")])
     assert kept == [Instance("", "Walk daily.")]

@@ -166,16 +166,26 @@ def check_instruction(instruction: str, lang: str = "en") -> str | None:
 _LETTER_RUN = re.compile(r"([^\W\d_])\1{7}")  # one letter or ideograph 8 times in a row
 _SENTENCE_SPLIT = re.compile(r"[\n。！？；!?;]|\.(?:\s|$)")
 MAX_SENTENCE_REPEATS = 2
+# A short piece written back to back ten times or more: "1. 1. 1. ...", "！！！！...", a line and
+# its blank line again and again. Rules, leaders and table lines ("----", "....", "|---|")
+# and digits alone ("0000") are not a loop.
+_PIECE_LOOP = re.compile(r"(\S[^\n]{0,7}?\s*)\1{9,}")
+_NOT_A_LOOP = re.compile(r"[-=_*#~.·|+:\s]+|[\d\s]+")
 COPIED_INPUT_SHARE = 0.8
 
 
 def _repeats_itself(output: str) -> bool:
-    """A small model's loop: one paragraph written out again and again, one sentence three
-    times or more, or one letter or ideograph eight times in a row (爱爱爱爱爱爱爱爱)."""
+    """A small model's loop: one paragraph written out again and again (or three times or more
+    after other text), one sentence three times or more, one letter or ideograph eight times in
+    a row (爱爱爱爱爱爱爱爱), or a short piece ten times back to back ("1. 1. 1. ...")."""
     paragraphs = [p.strip() for p in output.split("\n") if p.strip()]
     if len(paragraphs) >= 2 and len(set(paragraphs)) == 1:
         return True
+    if paragraphs and max(Counter(paragraphs).values()) > MAX_SENTENCE_REPEATS:
+        return True  # a loop after an opening line of its own
     if _LETTER_RUN.search(output):
+        return True
+    if any(not _NOT_A_LOOP.fullmatch(m.group(1)) for m in _PIECE_LOOP.finditer(output)):
         return True
     sentences = Counter(s for s in (p.strip() for p in _SENTENCE_SPLIT.split(output))
                         if count_words(s) >= 2 and len(s) >= 4)
