@@ -301,20 +301,15 @@ def dedup(
     """Drop near-duplicates (ROUGE-L, CJK-aware, exact; with --semantic-threshold also by
     meaning) from a JSONL file, keeping input order."""
     from selfinstruct_local.dedup import dedup_jsonl, default_output_path
-    from selfinstruct_local.pipeline.semantic_screen import resolve_semantic
+    from selfinstruct_local.pipeline.semantic_screen import load_plan_embedder, resolve_semantic
 
     plan = resolve_semantic(embed_model, semantic_threshold, embed_base_url, api_key,
                             models_file)
 
     def embed(texts: list[str]):
         """The texts' vectors, the model loaded only once every other check has passed."""
-        from selfinstruct_local.embed import load_embedder
-        from selfinstruct_local.models import load_registry
-
         assert plan is not None
-        registry = None if plan.base_url else load_registry(models_file)
-        embedder = load_embedder(plan.model, registry=registry, base_url=plan.base_url,
-                                 api_key=plan.api_key, log=print)
+        embedder = load_plan_embedder(plan, 0, print)
         try:
             begun = time.perf_counter()
             vectors = embedder.embed(texts)

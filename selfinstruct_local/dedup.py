@@ -206,12 +206,13 @@ class NearDupIndex:
     def check(self, text: str) -> DedupDecision:
         """What check_and_add would decide, adding nothing (the text is added later, or not,
         as the checks after this one decide)."""
-        return self._check(*self._encode(text))
+        coded, elems = self._encode(text)
+        return self._check(coded, elems, self._index.keys(elems))
 
-    def _check(self, coded: str, elems: list[int]) -> DedupDecision:
+    def _check(self, coded: str, elems: list[int], keys: list[int]) -> DedupDecision:
         if not coded:
             return DedupDecision(kept=False, reason="empty")
-        hit = self._find(coded, elems, self._index.keys(elems))
+        hit = self._find(coded, elems, keys)
         if hit is not None:
             return DedupDecision(False, "near_duplicate", hit[0], hit[1])
         return DedupDecision(kept=True)
@@ -220,28 +221,17 @@ class NearDupIndex:
         """Add ``text`` unless it is empty or a near-duplicate of an item; says which."""
         return self._check_and_add(text, *self._encode(text))
 
-    def _check_and_add(self, text: str, coded: str, elems: list[int]) -> DedupDecision:
-        if not coded:
-            return DedupDecision(kept=False, reason="empty")
+    def _check_and_add(self, text: str, coded: str, elems: list[int], semantic=None,
+                       vector=None) -> DedupDecision:
+        """check_and_add; with `semantic` (a SemanticIndex holding the same items in the same
+        order) a text that passes ROUGE-L is also checked by its `vector`, and joins both only
+        if it passes both."""
         keys = self._index.keys(elems)
-        hit = self._find(coded, elems, keys)
-        if hit is not None:
-            return DedupDecision(False, "near_duplicate", hit[0], hit[1])
-        self._add(text, coded, elems, keys)
-        return DedupDecision(kept=True)
-
-    def _decide(self, text: str, coded: str, elems: list[int], semantic, vector
-                ) -> DedupDecision:
-        """check_and_add, and with `semantic` (a SemanticIndex holding the same items in the
-        same order) a text that passes ROUGE-L is also checked by its `vector`; it joins both
-        only if it passes both."""
-        if semantic is None:
-            return self._check_and_add(text, coded, elems)
-        decision = self._check(coded, elems)
-        if decision.kept:
+        decision = self._check(coded, elems, keys)
+        if decision.kept and semantic is not None:
             decision = semantic.check_and_add(vector)
-            if decision.kept:
-                self._add(text, coded, elems, self._index.keys(elems))
+        if decision.kept:
+            self._add(text, coded, elems, keys)
         return decision
 
     def most_similar(self, text: str, k: int = 10) -> tuple[list[tuple[int, float]], float]:
@@ -345,8 +335,8 @@ def greedy_dedup(
         origin.append(pos)
     decisions = []
     for pos, (text, (coded, elems)) in enumerate(zip(texts, batch, strict=True), len(against)):
-        d = index._decide(text, coded, elems, semantic,
-                          None if semantic is None else vectors[pos])
+        d = index._check_and_add(text, coded, elems, semantic,
+                                 None if semantic is None else vectors[pos])
         if d.kept:
             origin.append(pos)
         elif d.match_id is not None:

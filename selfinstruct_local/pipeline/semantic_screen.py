@@ -23,8 +23,8 @@ from selfinstruct_local.redact import redact_url
 from selfinstruct_local.semantic import REASON, SemanticIndex, semantic_threshold
 from selfinstruct_local.semantic_rows import embedding_row, rebuild_vectors
 
-__all__ = ["REASON", "SemanticPlan", "SemanticScreen", "open_semantic_screen",
-           "resolve_semantic"]
+__all__ = ["REASON", "SemanticPlan", "SemanticScreen", "load_plan_embedder",
+           "open_semantic_screen", "resolve_semantic"]
 
 
 @dataclass(frozen=True)
@@ -132,16 +132,21 @@ class SemanticScreen:
         self.embedder.close()
 
 
-def open_semantic_screen(plan: SemanticPlan, seeds: list[str], gpus: int,
-                         log: Callable[[str], None]) -> SemanticScreen:
-    """Load the embedder and put the seeds into the pool."""
+def load_plan_embedder(plan: SemanticPlan, gpus: int, log: Callable[[str], None]):
+    """The embedder the plan names: on its server, else run here from the registry."""
     from selfinstruct_local.embed import load_embedder
     from selfinstruct_local.models import load_registry
 
-    started = time.perf_counter()
     registry = None if plan.base_url else load_registry(plan.models_file)  # type: ignore[arg-type]
-    embedder = load_embedder(plan.model, registry=registry, base_url=plan.base_url,
-                             api_key=plan.api_key, gpus=gpus, log=log)
+    return load_embedder(plan.model, registry=registry, base_url=plan.base_url,
+                         api_key=plan.api_key, gpus=gpus, log=log)
+
+
+def open_semantic_screen(plan: SemanticPlan, seeds: list[str], gpus: int,
+                         log: Callable[[str], None]) -> SemanticScreen:
+    """Load the embedder and put the seeds into the pool."""
+    started = time.perf_counter()
+    embedder = load_plan_embedder(plan, gpus, log)
     screen = SemanticScreen(plan, embedder)
     try:
         if seeds:
