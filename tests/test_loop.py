@@ -48,9 +48,20 @@ def test_the_target_is_met_exactly(tmp_path, streamed):
     engine = ScriptedEngine(fail=0.3)
     stream = ScriptedStream(engine, capacity=24, order_seed=3) if streamed else None
     loop = scripted_loop(tmp_path, engine, stream, num_instructions=37)
+    accepted_at_submit = []
+    submit = loop.stream.submit
+
+    def record(key, request):
+        accepted_at_submit.append(loop.state.accepted)
+        submit(key, request)
+
+    loop.stream.submit = record
     loop.run()
     check_finished(tmp_path, 37)
     assert loop.state.accepted == 37
+    # Nothing is asked once the target is met: tasks still on their way end as target_reached.
+    assert max(accepted_at_submit) < 37
+    assert Counter(r["reason"] for r in rows(tmp_path, REJECTED))["target_reached"] > 0
     stages = Counter(r.assistant_prefix.split()[0] for r in engine.sent)
     assert stages["Classification:"] >= 37
     # 30% of instance answers fail: some tasks got a second (sampled) try, some none usable.

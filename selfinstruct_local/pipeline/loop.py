@@ -39,6 +39,7 @@ STALL_ROUNDS = 8  # stop asking for new tasks after this many rounds' worth add 
 CHECKPOINT_SECONDS = 10.0  # the manifest is saved at least this often, and after each round
 PRIOR_YIELD = 1.0  # accepted tasks per source request, assumed before any evidence
 JUDGE = "judge"  # the judge's stage
+TARGET_REACHED = "target_reached"  # a task finished, or cut short, after the target was reached
 
 
 @dataclass
@@ -122,7 +123,15 @@ class Loop:
     def _fill(self) -> None:
         while self.stream.in_flight < self.stream.capacity:
             if self.ready:
-                self._submit(self.ready.popleft())
+                job = self.ready.popleft()
+                if job.task is not None and job.judged is None and \
+                        self.state.accepted >= self.target:
+                    # The target is met: the task's next step (a Magpie answer of up to a
+                    # thousand tokens) would be thrown away; it ends here.
+                    job.task[REJECT] = TARGET_REACHED
+                    self._advance(job.task, job.step)
+                    continue
+                self._submit(job)
             elif self._want_source():
                 n = self.stats.source_requests
                 self.stats.source_requests += 1
@@ -227,7 +236,7 @@ class Loop:
                                   step=step))
             return
         self.tasks_open -= 1
-        if REJECT in task:
+        if REJECT in task and task[REJECT] != TARGET_REACHED:
             self.rejected_at_steps += 1
         self._finalize(task, [] if REJECT in task else self.method.finish(self.ctx, task))
 
@@ -236,7 +245,7 @@ class Loop:
         reason a step gave, or none usable). Tasks that finish after the target is reached are
         recorded as `target_reached`."""
         reason = task.get(REJECT) or ("no_valid_instances" if not kept else
-                                      "target_reached" if self.state.accepted >= self.target
+                                      TARGET_REACHED if self.state.accepted >= self.target
                                       else None)
         if reason:
             self.state.reject(reason)
