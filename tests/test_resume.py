@@ -32,14 +32,18 @@ FIRST, TARGET = 1, 5  # instructions of the first run, then of the run extended
 
 
 @pytest.mark.engine
-def test_a_run_then_extended_and_stopped_every_way(tmp_path, smollm2):
+def test_a_run_then_extended_and_stopped_every_way(tmp_path, smollm2, monkeypatch):
     """`sigen run` with vLLM in its process (each start loads the model, about 30 s): a whole
     run, its output kept off the terminal; then the same run extended with a larger -n and
     stopped every way: one Ctrl-C mid-round (a clean stop, status 130), two in quick succession
     during generation (out at once), kill -9 of sigen alone (its watchdog ends vLLM's
     processes); then the same command completes it while a second writer is refused. Nothing
-    accepted before a stop is lost, changed or repeated."""
+    accepted before a stop is lost, changed or repeated, and no file is left in the temporary
+    folder (vLLM's socket files, engines/sockets.py), not even by the killed process."""
     out = tmp_path / "run"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))  # every sigen below inherits it
     first = sigen("run", "-n", str(FIRST), "--batch-size", "4", "-o", str(out), "--seed", "11")
     assert first.returncode == 0, first.stderr[-3000:]
     check_whole_run(out, first.stderr, FIRST)
@@ -112,6 +116,7 @@ def test_a_run_then_extended_and_stopped_every_way(tmp_path, smollm2):
     pending_ids = [r["id"] for r in rows(out / "pending.jsonl")]
     assert len(pending_ids) == len(set(pending_ids))
     assert check_files(out)["summary"]["counts"]["accepted_instructions"] == TARGET
+    assert not list(temporary.iterdir())
     # Totals add up over the processes, as far as their manifests recorded them.
     assert manifest["tokens"]["generated"] == sum(
         v for k, v in manifest["counts"].items() if k.endswith("_tokens"))

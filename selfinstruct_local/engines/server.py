@@ -28,6 +28,7 @@ from selfinstruct_local.engines.base import EngineOptions, cpu_dtype
 from selfinstruct_local.engines.enginelog import log_size, start_failure
 from selfinstruct_local.engines.openai import OpenAIEngine
 from selfinstruct_local.engines.reaper import Watchdog
+from selfinstruct_local.engines.sockets import use_own_socket_folder
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ModelSpec
 
@@ -82,6 +83,7 @@ class ManagedServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, timeout: float = START_TIMEOUT) -> ManagedServer:
+        use_own_socket_folder()  # the server's socket files too, removed when sigen exits
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         log_start = log_size(self.log_path)  # the log is appended to across resumes

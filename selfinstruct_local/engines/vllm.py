@@ -28,6 +28,7 @@ from selfinstruct_local.engines.base import (
 )
 from selfinstruct_local.engines.enginelog import log_size, logger_to, output_to, start_failure
 from selfinstruct_local.engines.reaper import Watchdog
+from selfinstruct_local.engines.sockets import use_own_socket_folder
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.models import ModelSpec
 
@@ -86,6 +87,7 @@ class VLLMEngine:
         if self.log_path is None:
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        use_own_socket_folder()  # vLLM's socket files, removed when sigen exits
         start = time.perf_counter()
         log_start = log_size(self.log_path)
         # Before vLLM spawns anything: if sigen is killed while the engine loads, the processes

@@ -1,0 +1,58 @@
+"""vLLM's socket files go to a folder of sigen's own, removed at exit or, after a kill, by the
+next sigen (engines/sockets.py). The real engine's case: test_resume's one-story test, run with
+its own temporary folder, which must be empty at the end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from selfinstruct_local.engines import sockets
+
+
+@pytest.fixture
+def temporary(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(sockets.VARIABLE, raising=False)
+    monkeypatch.setattr(sockets, "_ours", {})
+    return tmp_path
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_one_folder_per_process_and_those_of_dead_processes_removed(temporary):
+    dead = temporary / f"{sockets.PREFIX}{dead_pid()}-abc"
+    living = temporary / f"{sockets.PREFIX}{os.getppid()}-def"
+    other = temporary / "sigen-vllm-notes"  # not a folder sigen names
+    for folder in (dead, living, other):
+        folder.mkdir()
+    (dead / "1b4e-socket").write_text("")
+    folder = sockets.use_own_socket_folder()
+    assert folder is not None and os.environ[sockets.VARIABLE] == folder
+    assert os.path.dirname(folder) == str(temporary)
+    assert os.path.basename(folder).startswith(f"{sockets.PREFIX}{os.getpid()}-")
+    assert not dead.exists() and living.is_dir() and other.is_dir()
+    assert sockets.use_own_socket_folder() == folder  # the same one for a second engine
+
+
+def test_a_folder_inherited_from_another_sigen_is_not_shared(temporary, monkeypatch):
+    parent = temporary / f"{sockets.PREFIX}{os.getppid()}-xyz"
+    parent.mkdir()
+    monkeypatch.setenv(sockets.VARIABLE, str(parent))
+    folder = sockets.use_own_socket_folder()
+    assert folder != str(parent) and os.environ[sockets.VARIABLE] == folder
+
+
+def test_the_users_own_setting_is_kept(temporary, monkeypatch):
+    monkeypatch.setenv(sockets.VARIABLE, str(temporary / "mine"))
+    assert sockets.use_own_socket_folder() is None
+    assert os.environ[sockets.VARIABLE] == str(temporary / "mine")
+    assert not list(temporary.iterdir())
