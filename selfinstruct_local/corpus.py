@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.text import is_cjk_char
+from selfinstruct_local.tokenizer import local_tokenizer
 
 # Defaults by script: 600 Chinese characters is a long paragraph or two, about as much text as
 # 1,500 characters of English; both leave room for the rest of a prompt on a 2k-token model.
@@ -128,7 +129,6 @@ def passage_chars_for(path: str | Path, tokenizer_dir: str | Path | None, token_
     Without a tokenizer on this machine (a model known only to a server), a cautious estimate:
     2 tokens per CJK character, 1 per 3 other characters.
     """
-    from transformers import AutoTokenizer  # heavy; only runs with --corpus
 
     text = read_text(corpus_files(path)[0][0])
     sample = " ".join(text[:20_000].split())
@@ -138,7 +138,7 @@ def passage_chars_for(path: str | Path, tokenizer_dir: str | Path | None, token_
     if tokenizer_dir is None:
         per_char = 2.0 if is_cjk_heavy(text) else 1 / 3
     else:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        tokenizer = local_tokenizer(tokenizer_dir)
         per_char = len(tokenizer(sample, add_special_tokens=False)["input_ids"]) / len(sample)
     return max(100, min(cap, int(token_budget / max(per_char, 1e-3))))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from selfinstruct_local.errors import SigenError
 from selfinstruct_local.resources import project_file
+from selfinstruct_local.tokenizer import local_tokenizer
 
 DEFAULT_SEEDS = {lang: project_file(f"seeds/{lang}_seed_tasks.jsonl") for lang in ("en", "zh")}
 
@@ -143,7 +144,5 @@ def check_seed_lengths(tasks: tuple[Task, ...] | list[Task], path: Path,
 def _token_counter(tokenizer_dir: Path | None):
     if tokenizer_dir is None:
         return None
-    from transformers import AutoTokenizer  # heavy; only with a checkpoint on this machine
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = local_tokenizer(tokenizer_dir)
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])

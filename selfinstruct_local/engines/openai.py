@@ -55,6 +55,7 @@ from selfinstruct_local.errors import SigenError
 from selfinstruct_local.interrupt import ServerUnavailable
 from selfinstruct_local.models import ModelSpec
 from selfinstruct_local.redact import mask_secrets, public_url, without_credentials
+from selfinstruct_local.tokenizer import local_tokenizer
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 DROP_AFTER = 3  # failures in a row that take a server out of rotation
@@ -278,9 +279,7 @@ class OpenAIEngine:
     def _local_tokenizer(self):
         if self.spec.prompt_format != "chat" or not self.spec.weights_present():
             return None
-        from transformers import AutoTokenizer  # heavy; only when there is a checkpoint
-
-        return AutoTokenizer.from_pretrained(str(self.spec.path))
+        return local_tokenizer(self.spec.path)
 
     async def _find_model(self) -> tuple[str, int | None]:
         """Ask every server for its models (/v1/models): the name to send, and its context.

@@ -49,6 +49,7 @@ from selfinstruct_local.pipeline.stages import REJECT, Context, Method, Source, 
 from selfinstruct_local.prompts import PROMPT_DIR
 from selfinstruct_local.runstore import REJECTED
 from selfinstruct_local.seeds import Instance, Task
+from selfinstruct_local.tokenizer import local_tokenizer
 
 SOURCE_TOKENS = 256  # one request: the 150-word filter's bound fits well within it
 RESPONSE_TOKENS = 1024
@@ -192,10 +193,8 @@ def _system(system: str | None) -> list[dict]:
 @cache
 def load_template(weights: Path) -> ChatTemplate:
     """The template of the checkpoint at `weights`, from its tokenizer (loaded once)."""
-    from transformers import AutoTokenizer  # heavy; only for a run that needs it
-
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(weights))
+        tokenizer = local_tokenizer(weights)
     except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
         raise SigenError(f"cannot load the tokenizer of {weights}: {exc}") from None
     return template_of(tokenizer, str(weights))
