@@ -309,10 +309,12 @@ def dedup(
     def embed(texts: list[str]):
         """The texts' vectors, the model loaded only once every other check has passed."""
         assert plan is not None
+        from selfinstruct_local.embed import embed_with_progress
+
         embedder = load_plan_embedder(plan, 0, print)
         try:
             begun = time.perf_counter()
-            vectors = embedder.embed(texts)
+            vectors = embed_with_progress(embedder, texts, print)
             print(f"{len(texts)} texts embedded with {plan.model} in "
                   f"{time.perf_counter() - begun:.1f} s")
             return vectors

@@ -105,14 +105,15 @@ def stored_embeddings(run: Run, warn: Callable[[str], None] = _stderr) -> Embedd
 def computed_embeddings(run: Run, model: str, models_file: Path | None = None,
                         log: Callable[[str], None] = _stderr) -> Embeddings:
     """The instructions embedded now by `model` (a registry name or a checkpoint directory)."""
-    from selfinstruct_local.embed import load_embedder
+    from selfinstruct_local.embed import embed_with_progress, load_embedder
     from selfinstruct_local.models import load_registry
 
     texts = [row["instruction"] for row in run.instructions]
     embedder = load_embedder(model, registry=load_registry(models_file), log=log)
     try:
         log(f"embedding {len(texts)} instructions with {embedder.name}")
-        vectors = embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+        vectors = embed_with_progress(embedder, texts, log) if texts else \
+            np.zeros((0, 1), dtype=np.float32)
     finally:
         embedder.close()
     return Embeddings(vectors, list(range(len(texts))), embedder.name, "--embed-model")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from selfinstruct_local import embed
 from selfinstruct_local.embed import load_embedder, normalized
 from selfinstruct_local.embed.openai import OpenAIEmbedder
 from selfinstruct_local.embed.pooling import read_pooling
@@ -191,6 +192,25 @@ def test_server_vectors_in_order_batched_and_normalized():
     want = np.array([fake_vector(t) for t in texts])
     assert np.allclose(vectors, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-6)
     assert embedder.dim == 8 and embedder.backend == "openai"
+
+
+def test_many_texts_are_embedded_in_chunks_with_progress_lines(monkeypatch):
+    """A long file's embedding reports how far it is (the server's vectors, through the real
+    client): the same vectors, in order, as in one call."""
+    monkeypatch.setattr(embed, "PROGRESS_CHUNK", 3)
+    texts = [f"text {i}" for i in range(10)]
+    lines: list[str] = []
+    with FakeOpenAIServer(embeddings=embeddings_reply()) as server:
+        embedder = load_embedder("bge-m3", base_url=server.url)
+        vectors = embed.embed_with_progress(embedder, texts, lines.append, every=0)
+        whole = embedder.embed(texts)
+        embedder.close()
+    assert np.array_equal(vectors, whole)
+    assert [body["input"] for _, body in server.bodies][:4] == [texts[0:3], texts[3:6],
+                                                                texts[6:9], texts[9:]]
+    assert [line.split(" texts")[0] for line in lines] == [
+        "  embedded 3 of 10", "  embedded 6 of 10", "  embedded 9 of 10"]
+    assert all("/s, about " in line and " left)" in line for line in lines)
 
 
 def test_server_outage_is_retried_then_answered():

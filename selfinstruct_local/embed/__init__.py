@@ -30,6 +30,7 @@ them on a sample of your own pool:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -66,6 +67,34 @@ def normalized(vectors: np.ndarray, model: str) -> np.ndarray:
                          f"not finite (text {int(bad[0]) + 1} of the batch first); check the "
                          "model and its dtype (float16 can overflow: try float32).")
     return (vectors / norms).astype(np.float32)
+
+
+PROGRESS_SECONDS = 10.0  # a line at most this often while many texts are embedded
+PROGRESS_CHUNK = 1024  # texts per call while progress is reported
+
+
+def embed_with_progress(embedder: Embedder, texts: Sequence[str], log,
+                        every: float = PROGRESS_SECONDS) -> np.ndarray:
+    """`embedder.embed(texts)`, in chunks, with a line to `log` every `every` seconds (how
+    many, how fast, how long still): embedding a file of 100,000 rows takes minutes on a CPU."""
+    from selfinstruct_local.progress import clock
+
+    texts = list(texts)
+    if len(texts) <= PROGRESS_CHUNK:
+        return embedder.embed(texts)
+    begun = last = time.perf_counter()
+    parts: list[np.ndarray] = []
+    done = 0
+    for start in range(0, len(texts), PROGRESS_CHUNK):
+        parts.append(embedder.embed(texts[start:start + PROGRESS_CHUNK]))
+        done += len(parts[-1])
+        now = time.perf_counter()
+        if now - last >= every and done < len(texts):
+            rate = done / max(now - begun, 1e-9)
+            log(f"  embedded {done:,} of {len(texts):,} texts ({rate:,.0f}/s, about "
+                f"{clock((len(texts) - done) / rate)} left)")
+            last = now
+    return np.concatenate(parts)
 
 
 def load_embedder(name_or_path: str, *, registry: Registry | None = None,
