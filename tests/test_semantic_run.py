@@ -94,9 +94,15 @@ def check_screen(out: Path) -> list[dict]:
 def test_a_run_rejects_semantic_duplicates_and_resumes_from_its_vectors(sigen, server,  # noqa: F811
                                                                         tmp_path):
     out = tmp_path / "run"
+    sent_before = len(server.bodies)
     result = sigen(*run_args(server, out, 6))
     assert result.returncode == 0, result.stderr[-2000:]
     first = check_screen(out)
+    # A completion's candidates are embedded together (one request), not one by one.
+    seeds = {t.instruction for t in load_seed_tasks(default_seed_path("en"))}
+    batches = [len(body["input"]) for path, body in server.bodies[sent_before:]
+               if path.endswith("/embeddings") and not set(body["input"]) <= seeds]
+    assert batches and max(batches) > 1
 
     # A kill -9 can leave the last pending rows without their vectors (never the other way
     # round) and the last line torn: the resume embeds those again and carries on.

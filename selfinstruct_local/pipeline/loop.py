@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from selfinstruct_local.engines import Completion
 from selfinstruct_local.engines.stream import RequestStream
 from selfinstruct_local.interrupt import RunInterrupted, StopRequest
-from selfinstruct_local.pipeline.screen import screen
+from selfinstruct_local.pipeline.screen import embed_ahead, screen
 from selfinstruct_local.pipeline.stages import REJECT, Context, Method
 from selfinstruct_local.progress import Reporter, Snapshot
 from selfinstruct_local.quality.gate import SCORES
@@ -209,6 +209,7 @@ class Loop:
         missing = self.target - self.state.accepted - self.tasks_open * self._success()
         needed = max(0, math.ceil(missing / self._success()))
         accepted, rejected = [], []
+        embed_ahead(self.ctx, candidates[:needed])
         for candidate in candidates:
             self.stats.candidates += 1
             if len(accepted) >= needed:

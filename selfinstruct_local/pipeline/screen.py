@@ -32,7 +32,7 @@ def screen(ctx: Context, method: Method, candidate: dict, round_: int) -> dict:
         match = None if decision.match_id is None else (index.text(decision.match_id),
                                                         decision.match_score)
         if reason is None and ctx.semantic is not None:  # ROUGE-L passed: now by meaning
-            vector = ctx.semantic.embed([text])[0]
+            vector = ctx.semantic.vector_of(text)
             if (hit := ctx.semantic.duplicate_of(vector)) is not None:
                 reason, match = SEMANTIC_DUPLICATE, hit
         if match is not None:
@@ -56,6 +56,14 @@ def screen(ctx: Context, method: Method, candidate: dict, round_: int) -> dict:
         "avg_similarity": round(average, 4),
         "max_similarity": round(similar[0][1], 4) if similar else 0.0,
     }
+
+
+def embed_ahead(ctx: Context, candidates: list[dict]) -> None:
+    """With --semantic-threshold: embed together the candidates that pass the filters, before
+    they are screened one by one (SemanticScreen.embed_ahead)."""
+    if ctx.semantic is not None:
+        ctx.semantic.embed_ahead([c["instruction"] for c in candidates
+                                  if check_instruction(c["instruction"], ctx.config.lang) is None])
 
 
 def admit(ctx: Context, method: Method, row: dict) -> None:

@@ -81,6 +81,21 @@ class SemanticScreen:
         self.embed_seconds = 0.0
         self.embedded = 0
         self._unsaved: list[dict] = []
+        self._ahead: dict[str, np.ndarray] = {}  # text -> vector, embedded by embed_ahead
+
+    def embed_ahead(self, texts: list[str]) -> None:
+        """Embed in one call the candidates of one completion that may reach the check (a
+        server or a GPU embeds a batch in about the time of one text); `vector_of` takes
+        them. Those ROUGE-L then rejects were embedded for nothing: cheaper than a call each."""
+        self._ahead = {}
+        distinct = list(dict.fromkeys(texts))
+        if len(distinct) > 1:
+            self._ahead = dict(zip(distinct, self.embed(distinct), strict=True))
+
+    def vector_of(self, text: str) -> np.ndarray:
+        """The text's vector: embedded ahead, or now."""
+        vector = self._ahead.pop(text, None)
+        return vector if vector is not None else self.embed([text])[0]
 
     def embed(self, texts: list[str]) -> np.ndarray:
         started = time.perf_counter()
