@@ -65,8 +65,10 @@ def test_missing_weights_say_how_to_get_them(tmp_path, sigen):
 
 
 def test_too_many_gpus(tmp_path, sigen):
-    result = sigen("run", "--gpus", "3", "-o", str(tmp_path / "r"))
-    assert_clean_error(result, "--gpus 3 asked for more GPUs than are visible")
+    # More than any machine has, so that the test never starts replicas where GPUs exist.
+    result = sigen("run", "--gpus", "1024", "-o", str(tmp_path / "r"))
+    assert_clean_error(result, "--gpus 1024 asked for more GPUs than are visible")
+    assert not (tmp_path / "r").exists()
 
 
 def test_malformed_seed_file_names_file_and_line(tmp_path, sigen):
