@@ -64,6 +64,20 @@ def test_check_instruction_returns_first_reason_or_none():
     assert check_instruction("Explain why leaves change colour in autumn.") is None
 
 
+def test_text_with_broken_characters_is_dropped():
+    """Recorded from the packaged model in a Chinese Magpie run: bytes that were no UTF-8
+    character, decoded as U+FFFD. A grounded task's input is the user's passage: kept as is."""
+    broken = "用Python 从编码转\ufffdption的方式来进行复\ufffdch的协程，使用Jupyter Notebook的方式"
+    assert check_instruction(broken, "zh") == "broken_characters"
+    assert check_instruction(broken.replace("\ufffd", "换"), "zh") is None
+    kept, dropped = filter_instances([Instance("", "协程是\ufffd一种"), Instance("a\ufffdb", "ok"),
+                                      Instance("", "协程是一种函数")])
+    assert kept == [Instance("", "协程是一种函数")]
+    assert [why for _, why in dropped] == ["broken_characters", "broken_characters"]
+    kept, _ = filter_instances([Instance("a\ufffdb", "ok")], answer_prompt="Passage: {}")
+    assert kept == [Instance("a\ufffdb", "ok")]
+
+
 def test_instance_filters():
     found = [
         Instance("2 + 2", "4"),

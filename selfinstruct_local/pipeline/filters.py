@@ -144,7 +144,18 @@ def wrong_language(instruction: str, lang: str = "en") -> str | None:
     return "wrong_language" if n and cjk < floor * n else None
 
 
+# U+FFFD in generated text: the model wrote bytes that are no UTF-8 character (a byte-level
+# tokenizer lets it; the packaged model did in a Chinese run: "用Python 从编码转�ption"), and the
+# detokenizer put this in their place. What was meant there is lost.
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def broken_characters(instruction: str, lang: str = "en") -> str | None:
+    return "broken_characters" if REPLACEMENT_CHARACTER in instruction else None
+
+
 INSTRUCTION_FILTERS: tuple[Callable[[str, str], str | None], ...] = (
+    broken_characters,
     wrong_language,
     too_short,
     too_long,
@@ -320,8 +331,9 @@ def filter_instances(
     mostly a verbatim stretch of the passage, mostly that wording, or that writes back a sentence
     of the rules copies instead of answering (restating the task in a real answer is fine).
 
-    Drops empty outputs, an input equal to its output, exact duplicates, and every instance whose
-    input also appears with a different output (the task is then ambiguous for that input). The
+    Drops empty outputs, text with broken characters (U+FFFD), an input equal to its output,
+    exact duplicates, and every instance whose input also appears with a different output (the
+    task is then ambiguous for that input). The
     one exception is the empty input of an open-ended task ("Give three tips ..."), where several
     answers are all right: the first is kept and the others are dropped, so the task keeps data.
     """
@@ -332,6 +344,10 @@ def filter_instances(
         inp, out = inst.input.strip(), inst.output.strip()
         if not out:
             dropped.append((inst, "empty_output"))
+        elif REPLACEMENT_CHARACTER in out or (answer_prompt is None and
+                                              REPLACEMENT_CHARACTER in inp):
+            # (a passage is the input of a grounded task: the user's text, kept as it is)
+            dropped.append((inst, "broken_characters"))
         elif inp and _unquoted(inp) == _unquoted(out):
             dropped.append((inst, "input_equals_output"))
         elif _repeats_itself(out):
