@@ -126,6 +126,20 @@ def test_a_refusal_is_no_answer():
                           "have doubts.", "en") is None
 
 
+def test_an_answer_that_writes_its_request_back_is_no_answer():
+    """Recorded from the packaged model in a Chinese 2-turn run: each answer was its request,
+    word for word. An answer that restates the request before answering is kept."""
+    from selfinstruct_local.methods.magpie import echoes
+
+    assert echoes("2. 你想让它们一起用的合理的方式？", "2. 你想让它们一起用的合理的方式？") == \
+        "echoed_request"
+    assert echoes("What is a prime number, exactly?", "What is a prime number?") == \
+        "echoed_request"
+    assert echoes("You asked how to bake bread. Mix flour, water, salt and yeast, knead, let it "
+                  "rise, and bake it at 220 C for 30 minutes.", "How do I bake bread?") is None
+    assert echoes("质数是只能被1和它本身整除的大于1的整数，例如2、3、5。", "什么是质数？") is None
+
+
 # -- the method on recorded completions ----------------------------------------------------------
 
 class MagpieEngine(ScriptedEngine):

@@ -24,7 +24,9 @@ answer_not_request: a request that is itself an answer ("Certainly! Here are ...
 request whose first line ran into the token limit (an answer that did keeps its complete
 sentences, as the grounded answers do; without one it is cut_off). A later turn is also rejected
 as repeated_turn when it repeats the conversation. A conversation whose later turn fails twice
-is rejected with that turn's reason ("template_echo:turn 2").
+is rejected with that turn's reason ("template_echo:turn 2"). An answer is dropped (then asked
+once more, sampled) when it refuses, holds only punctuation and stop words, or writes its
+request back (echoed_request).
 
 A multi-turn row is a conversation: machine_instructions.jsonl keeps the first request as its
 instruction, and its instances.jsonl row holds every turn as `conversation` (user and assistant
@@ -310,7 +312,8 @@ class Magpie:
             answer = complete_sentences(answer)
         dropped = () if answer or c.finish_reason != "length" else \
             ((Instance("", self.template.clean(c.text)), "cut_off"),)
-        if reason := answer_problem(answer, ctx.config.lang):
+        request = conversation[-1]["content"]
+        if reason := answer_problem(answer, ctx.config.lang) or echoes(answer, request):
             dropped = ((Instance("", answer), reason),)
         kept = ctx.keep_instances(task, [] if dropped else [Instance("", answer)], dropped)
         if kept:
@@ -424,6 +427,14 @@ def writes_role(template: ChatTemplate, text: str) -> bool:
         return False
     names = "|".join(template.roles)
     return re.match(rf"^[\W_]*({names})[\W_]*[:：]", text, re.IGNORECASE) is not None
+
+
+def echoes(answer: str, request: str) -> str | None:
+    """An answer that mostly writes its request back (the packaged model, asked in Chinese
+    "2. 你想让它们一起用的合理的方式？", answered with those words)."""
+    # Most of its words in runs taken from the request in order; a clause that restates the
+    # request ("You asked how to ...") is fine in an answer (clauses_of: none compared).
+    return "echoed_request" if answer.strip() and copies_prompt(answer, request, "") else None
 
 
 def repeats_conversation(text: str, conversation: list[dict]) -> str | None:
