@@ -5,9 +5,11 @@ its own temporary folder, which must be empty at the end."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -15,11 +17,14 @@ from selfinstruct_local.engines import sockets
 
 
 @pytest.fixture
-def temporary(tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+def temporary(monkeypatch):
+    """A temporary folder with a short path, as /tmp has (tmp_path is too long for sockets)."""
+    short = Path(tempfile.mkdtemp(prefix="sg"))
+    monkeypatch.setattr(tempfile, "tempdir", str(short))
     monkeypatch.delenv(sockets.VARIABLE, raising=False)
     monkeypatch.setattr(sockets, "_ours", {})
-    return tmp_path
+    yield short
+    shutil.rmtree(short, ignore_errors=True)
 
 
 def dead_pid() -> int:
@@ -56,3 +61,15 @@ def test_the_users_own_setting_is_kept(temporary, monkeypatch):
     assert sockets.use_own_socket_folder() is None
     assert os.environ[sockets.VARIABLE] == str(temporary / "mine")
     assert not list(temporary.iterdir())
+
+
+def test_a_temporary_folder_too_long_for_a_socket_path_is_left_to_vllm(tmp_path, monkeypatch):
+    """A socket's path must fit in 107 bytes: with a long TMPDIR, sigen adds no folder of its
+    own (vLLM would fail to start), and vLLM's default stays."""
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    monkeypatch.delenv(sockets.VARIABLE, raising=False)
+    monkeypatch.setattr(sockets, "_ours", {})
+    assert sockets.use_own_socket_folder() is None
+    assert sockets.VARIABLE not in os.environ and not list(deep.iterdir())

@@ -21,18 +21,24 @@ from pathlib import Path
 
 PREFIX = "sigen-vllm-"
 VARIABLE = "VLLM_RPC_BASE_PATH"
+# A socket's path, FOLDER/<36-character uuid>, must fit in 107 bytes (sockaddr_un): vLLM fails
+# to start otherwise. Where the temporary folder's own path is too long for a folder of ours
+# inside it, vLLM's default is left as it is.
+MAX_FOLDER_CHARS = 107 - 37
 _ours: dict[int, str] = {}  # this process's folder, by process id (a forked child has none)
 
 
 def use_own_socket_folder() -> str | None:
     """Point vLLM's sockets at this process's folder (made on first use); the folder, or None
-    where the user set VLLM_RPC_BASE_PATH."""
+    where the user set VLLM_RPC_BASE_PATH or the temporary folder's path is too long."""
     mine = _ours.get(os.getpid())
     current = os.environ.get(VARIABLE)
     if current is not None and current != mine and not _is_ours(current):
         return None  # the user's
     if mine is None or not os.path.isdir(mine):
         remove_stale_folders()
+        if len(os.fsencode(tempfile.gettempdir())) + len(PREFIX) + 20 > MAX_FOLDER_CHARS:
+            return None
         mine = _ours[os.getpid()] = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
         atexit.register(shutil.rmtree, mine, ignore_errors=True)
     os.environ[VARIABLE] = mine
