@@ -163,7 +163,7 @@ def test_the_packaged_model_as_embedder_in_a_run(tmp_path, vllm_server):
     sigen's process) on the shared vllm serve, the screen's rejections counted."""
     out = tmp_path / "run"
     result = sigen_process("run", "--engine", "openai", "--base-url", vllm_server.base_url,
-                           "-n", "3", "--batch-size", "4", "-o", str(out), "--seed", "3",
+                           "-n", "2", "--batch-size", "4", "-o", str(out), "--seed", "3",
                            "--embed-model", "smollm2-135m", "--semantic-threshold", "0.95")
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
