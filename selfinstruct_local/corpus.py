@@ -129,7 +129,6 @@ def passage_chars_for(path: str | Path, tokenizer_dir: str | Path | None, token_
     Without a tokenizer on this machine (a model known only to a server), a cautious estimate:
     2 tokens per CJK character, 1 per 3 other characters.
     """
-
     text = read_text(corpus_files(path)[0][0])
     sample = " ".join(text[:20_000].split())
     cap = CJK_MAX_CHARS if is_cjk_heavy(text) else LATIN_MAX_CHARS

@@ -333,9 +333,9 @@ def filter_instances(
 
     Drops empty outputs, text with broken characters (U+FFFD), an input equal to its output,
     exact duplicates, and every instance whose input also appears with a different output (the
-    task is then ambiguous for that input). The
-    one exception is the empty input of an open-ended task ("Give three tips ..."), where several
-    answers are all right: the first is kept and the others are dropped, so the task keeps data.
+    task is then ambiguous for that input). The one exception is the empty input of an
+    open-ended task ("Give three tips ..."), where several answers are all right: the first is
+    kept and the others are dropped, so the task keeps data.
     """
     kept: list[Instance] = []
     dropped: list[tuple[Instance, str]] = []
