@@ -69,6 +69,16 @@ def _tokens_help() -> str:
             f"about a passage). Default: {', '.join(parts)}.")
 
 
+def _answer_tokens_help() -> str:
+    from selfinstruct_local.methods import METHODS
+
+    parts = [f"{m.answer_tokens} ({m.name})" for m in METHODS.values() if m.answer_tokens]
+    return ("Token limit per answer (Self-Instruct's instances, a grounded task's answer, an "
+            "Evol-Instruct answer, a Magpie response; --method alpaca writes its outputs in the "
+            "source request). An answer cut off at the limit keeps its complete sentences; "
+            f"Self-Instruct drops the cut-off instance. Default: {', '.join(parts)}.")
+
+
 @app.command()
 def run(
     model: Annotated[str | None, typer.Option(
@@ -149,6 +159,8 @@ def run(
         min=0.0, max=1.0, help="Nucleus sampling for new instructions. Default: models.yaml.")
     ] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=16, help=_tokens_help())] = None,
+    max_answer_tokens: Annotated[int | None, typer.Option(
+        min=16, help=_answer_tokens_help())] = None,
     corpus: Annotated[Path | None, typer.Option(
         help="Ground generation in your own texts: a UTF-8/GBK .txt file or a folder of them. "
         "Self-Instruct: each prompt carries one passage and asks for one task of a given kind "
@@ -244,8 +256,9 @@ def run(
             server_timeout=server_timeout, method=method, lang=lang, seeds=seeds,
             num_instructions=num_instructions, output=output, seed=seed,
             batch_size=batch_size, max_rounds=max_rounds, temperature=temperature, top_p=top_p,
-            max_new_tokens=max_new_tokens, corpus=corpus, passage_chars=passage_chars,
-            chapters=chapters, kinds=kinds, max_repeats=max_repeats, judge=judge,
+            max_new_tokens=max_new_tokens, max_answer_tokens=max_answer_tokens, corpus=corpus,
+            passage_chars=passage_chars, chapters=chapters, kinds=kinds,
+            max_repeats=max_repeats, judge=judge,
             evolve_from=evolve_from, generations=generations,
             turns=turns, system=system, system_file=system_file, embed_model=embed_model,
             semantic_threshold=semantic_threshold, embed_base_url=embed_base_url,

@@ -48,6 +48,7 @@ class RunConfig:
     temperature: float | None = None  # None: the model's default from models.yaml
     top_p: float | None = None
     max_new_tokens: int | None = None  # for the source request; None: the method's default
+    max_answer_tokens: int | None = None  # for the answer steps; None: the method's default
     corpus: Path | None = None  # ground generation in these texts (a file or a folder)
     passage_chars: int | None = None  # passage length; None: from the model's context length
     chapters: str | None = None  # passages only from these chapters ("81-120"); None: all
@@ -107,7 +108,8 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
                                  "embed_base_url")},
     **{name: (int,) for name in ("gpus", "tensor_parallel", "concurrency", "num_instructions",
                                  "seed", "batch_size", "max_rounds", "max_new_tokens",
-                                 "passage_chars", "max_repeats", "generations", "turns")},
+                                 "max_answer_tokens", "passage_chars", "max_repeats",
+                                 "generations", "turns")},
     **{name: (int, float) for name in ("server_timeout", "temperature", "top_p",
                                        "semantic_threshold")},
     "judge": (bool,),

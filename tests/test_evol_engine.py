@@ -43,7 +43,8 @@ def test_evolving_another_runs_tasks_in_process(tmp_path, smollm2):
     starting = {f"demo/{r['id']}" for r in read_jsonl(demo / "machine_instructions.jsonl")}
     out = tmp_path / "evolved"
     result = sigen("run", "--method", "evol", "--evolve-from", str(demo), "--generations", "2",
-                   "-n", "3", "--batch-size", "8", "-o", str(out), "--seed", "3")
+                   "-n", "3", "--batch-size", "8", "-o", str(out), "--seed", "3",
+                   "--max-answer-tokens", "128")
     assert result.returncode == 0, result.stderr[-3000:]
     check_lines(out, 3, 2, starting)
     stats = sigen("stats", str(out))
@@ -58,7 +59,8 @@ def test_chinese_evolution_through_the_server_with_a_judge(tmp_path, vllm_server
     out = tmp_path / "zh"
     result = sigen("run", "--engine", "openai", "--base-url", vllm_server.base_url,
                    "--method", "evol", "--lang", "zh", "--generations", "2", "-n", "2",
-                   "--batch-size", "8", "--judge", "-o", str(out), "--seed", "5")
+                   "--batch-size", "8", "--judge", "-o", str(out), "--seed", "5",
+                   "--max-answer-tokens", "128")
     assert result.returncode == 0, result.stderr[-3000:]
     seeds = {f"zh_seed_tasks.jsonl/{t.id}" for t in load_seed_tasks(default_seed_path("zh"))}
     finals = check_lines(out, 2, 2, seeds)

@@ -14,6 +14,7 @@ from selfinstruct_local.errors import SigenError
 from selfinstruct_local.export import export
 from selfinstruct_local.methods.magpie import load_template, request_problem
 from selfinstruct_local.runstore import INSTANCES, INSTRUCTIONS, MANIFEST, PENDING, REJECTED
+from selfinstruct_local.tokenizer import local_tokenizer
 from tests.conftest import sigen as sigen_process
 from tests.scripted import Killed, ScriptedEngine, scripted_loop
 from tests.test_cli_errors import assert_clean_error
@@ -363,11 +364,15 @@ def check_run(out: Path, n: int, turns: int) -> list[dict]:
     return instances
 
 
+# The engine tests cap the answers (the default, 1,024 tokens, is most of their time on a CPU).
+ANSWER_CAP = 128
+
+
 @pytest.mark.engine
 def test_in_process_on_the_packaged_model(tmp_path, smollm2, load_dataset):
     out = tmp_path / "run"
     result = sigen_process("run", "--method", "magpie", "-n", "2", "--turns", "2", "-o",
-                           str(out), "--seed", "3")
+                           str(out), "--seed", "3", "--max-answer-tokens", str(ANSWER_CAP))
     assert result.returncode == 0, result.stderr[-3000:]
     check_run(out, 2, turns=2)
     exported = sigen_process("export", str(out), "-f", "sharegpt")
@@ -381,11 +386,15 @@ def test_in_process_on_the_packaged_model(tmp_path, smollm2, load_dataset):
 def test_through_the_shared_vllm_serve(tmp_path, smollm2, vllm_server):
     out = tmp_path / "run"
     result = sigen_process("run", "--method", "magpie", "-n", "2", "--engine", "openai",
-                           "--base-url", vllm_server.base_url, "-o", str(out), "--seed", "5")
+                           "--base-url", vllm_server.base_url, "-o", str(out), "--seed", "5",
+                           "--max-answer-tokens", str(ANSWER_CAP))
     assert result.returncode == 0, result.stderr[-3000:]
-    check_run(out, 2, turns=1)
+    instances = check_run(out, 2, turns=1)
     manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     assert manifest["engine"]["rendering"] == "local tokenizer"
+    assert manifest["config"]["max_answer_tokens"] == ANSWER_CAP
+    tokenizer = local_tokenizer(smollm2.path)
+    assert all(len(tokenizer.encode(r["output"])) <= ANSWER_CAP for r in instances)
 
 
 @pytest.mark.engine

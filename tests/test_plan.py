@@ -17,7 +17,8 @@ from selfinstruct_local.redact import redact_argv, redact_url
 from selfinstruct_local.run import resume_command
 from tests.conftest import sigen
 from tests.fake_openai import FakeOpenAIServer, completion
-from tests.scripted import scripted_completions
+from tests.scripted import ScriptedEngine, scripted_completions, scripted_loop
+from tests.test_magpie import MagpieEngine
 
 CORPUS_EN = Path(__file__).parent / "fixtures" / "corpus_en"
 
@@ -47,11 +48,31 @@ def test_the_plan_is_resolved_and_frozen(tmp_path, smollm2):
     ({"chapters": "9", "corpus": CORPUS_EN}, "no passage in chapter 9"),
     ({"method": "evolve"}, "--method must be one of self-instruct, alpaca"),
     ({"max_repeats": 2}, "--max-repeats chooses what grounded generation draws on"),
+    ({"method": "alpaca", "max_answer_tokens": 64}, "--method alpaca has no answer step"),
 ])
 def test_refused_checks_leave_no_folder_behind(tmp_path, smollm2, options, message):
     with pytest.raises(SigenError, match=message):
         plan_for(tmp_path, **options)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("options", "default"), [
+    ({"method": "self-instruct"}, 320),
+    ({"method": "self-instruct", "corpus": CORPUS_EN}, 320),
+    ({"method": "evol"}, 320),
+    ({"method": "magpie"}, 1024),
+])
+def test_max_answer_tokens_limits_each_methods_answers(tmp_path, smollm2, options, default):
+    """The answer steps ask for the method's default, or for --max-answer-tokens; no other
+    request of these methods asks for either."""
+    def limits(root, **more):
+        engine = MagpieEngine() if options["method"] == "magpie" else ScriptedEngine(fail=0.0)
+        scripted_loop(root, engine, num_instructions=3, **options, **more).run()
+        return {r.max_tokens for r in engine.sent}
+
+    assert default in limits(tmp_path / "default")
+    capped = limits(tmp_path / "capped", max_answer_tokens=40)
+    assert 40 in capped and default not in capped
 
 
 def test_an_output_that_cannot_be_a_run_directory_is_refused(tmp_path):

@@ -34,6 +34,9 @@ class MethodInfo:
     summary: str  # one line for --help
     build: Callable[[Context], Method]
     source_tokens: int  # default token limit of one source request (--max-new-tokens)
+    # Default token limit of one answer (--max-answer-tokens); None: the method has no answer
+    # step (Alpaca writes its outputs in the source request).
+    answer_tokens: int | None
     # The variant grounded in a corpus (--corpus), and its token default (per task).
     grounded: Callable[[Context], Method] | None = None
     grounded_tokens: int | None = None
@@ -59,19 +62,19 @@ class MethodInfo:
 METHODS: dict[str, MethodInfo] = {m.name: m for m in (
     MethodInfo("self-instruct", "bootstrap, classify, then instances, in rounds (Wang et al.); "
                "with --corpus, one task of one kind per passage, answered from it",
-               self_instruct.method, self_instruct.SOURCE_TOKENS,
+               self_instruct.method, self_instruct.SOURCE_TOKENS, self_instruct.ANSWER_TOKENS,
                grounded.method, grounded.TASK_TOKENS),
     MethodInfo("alpaca", "one prompt asks for 20 complete tasks at a time (Taori et al.); with "
                "--corpus, as many tasks about one passage as fit the context",
-               alpaca.method, alpaca.SOURCE_TOKENS,
+               alpaca.method, alpaca.SOURCE_TOKENS, None,
                alpaca_grounded.method, alpaca_grounded.TASK_TOKENS),
     MethodInfo("evol", "Evol-Instruct (Xu et al.): rewrite instructions (--evolve-from) into "
                "harder or rarer ones for --generations rounds, and answer each",
-               evol.method, evol.SOURCE_TOKENS,
+               evol.method, evol.SOURCE_TOKENS, evol.ANSWER_TOKENS,
                options=("evolve_from", "generations"), resolve=evol.resolve),
     MethodInfo("magpie", "Magpie (Xu et al.): an aligned chat model writes the user's request "
                "from its own chat template, then answers it; no seed tasks (--system, --turns)",
-               magpie.method, magpie.SOURCE_TOKENS,
+               magpie.method, magpie.SOURCE_TOKENS, magpie.RESPONSE_TOKENS,
                options=("turns", "system", "system_file"), resolve=magpie.resolve,
                seeds=False, chat_model=magpie.CHAT_MODEL, check_model=magpie.check_model),
 )}
@@ -86,6 +89,10 @@ def method_info(name: str) -> MethodInfo:
 
 def check_method_options(info: MethodInfo, config: RunConfig) -> None:
     """An option of another method is an error naming the method it belongs to."""
+    if info.answer_tokens is None and config.max_answer_tokens is not None:
+        raise SigenError(f"--method {info.name} has no answer step: its outputs are written "
+                         "in the source request, so --max-new-tokens limits them; leave out "
+                         "--max-answer-tokens")
     for other in METHODS.values():
         for name in other.options:
             if name not in info.options and getattr(config, name) is not None:

@@ -143,6 +143,7 @@ def compared(ctx: Context, task: dict, c: Completion) -> bool:
 
 def answer(ctx: Context, task: dict, attempt: int) -> Request:
     return build_answer_request(ctx.prompts, task["instruction"],
+                                max_tokens=ctx.config.max_answer_tokens or ANSWER_TOKENS,
                                 temperature=ctx.attempt_temperature(attempt),
                                 seed=ctx.seed_for("answer", task["id"], attempt))
 

@@ -24,6 +24,7 @@ from selfinstruct_local.corpus import Passage, PassageSampler
 from selfinstruct_local.dedup import NearDupIndex
 from selfinstruct_local.engines import Completion, Request
 from selfinstruct_local.errors import SigenError
+from selfinstruct_local.methods.self_instruct import ANSWER_TOKENS
 from selfinstruct_local.pipeline.filters import copies_passage, copies_prompt
 from selfinstruct_local.pipeline.parsing import clean_item, complete_sentences
 from selfinstruct_local.pipeline.repeats import RepeatCap
@@ -33,7 +34,6 @@ from selfinstruct_local.seeds import Instance
 
 KINDS_PER_PASSAGE = 2  # requests per drawn passage, each for a different kind of task
 TASK_TOKENS = 128
-ANSWER_TOKENS = 320
 
 
 def method(ctx: Context) -> Method:
@@ -116,6 +116,7 @@ def restates_kind(ctx: Context, candidate: dict) -> str | None:
 def answer(ctx: Context, task: dict, attempt: int) -> Request:
     return build_answer_request(
         ctx.prompts, task["instruction"], task["input"],
+        max_tokens=ctx.config.max_answer_tokens or ANSWER_TOKENS,
         temperature=ctx.attempt_temperature(attempt),
         seed=ctx.seed_for("answer", task["id"], attempt))
 

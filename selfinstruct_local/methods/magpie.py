@@ -301,7 +301,8 @@ class Magpie:
         conversation = _conversation(task)
         turn = len(conversation) // 2 + 1
         return self._request(ctx, self.template.prompt(task.get("system"), conversation),
-                             RESPONSE_TOKENS, ctx.attempt_temperature(attempt),
+                             ctx.config.max_answer_tokens or RESPONSE_TOKENS,
+                             ctx.attempt_temperature(attempt),
                              ctx.top_p if attempt else 1.0,
                              ctx.seed_for("response", task["id"], turn, attempt))
 

@@ -29,6 +29,7 @@ from selfinstruct_local.seeds import Instance
 
 # Token limit of one source request: room for about 8 new tasks (Self-Instruct)
 SOURCE_TOKENS = 512
+ANSWER_TOKENS = 320  # one task's instances (--max-answer-tokens)
 
 def bootstrap(ctx: Context, n: int) -> tuple[Request, dict]:
     listed = sample_prompt_tasks(ctx.rng("sample", n), ctx.human,
@@ -58,6 +59,7 @@ def classified(ctx: Context, task: dict, c: Completion) -> bool:
 def instances(ctx: Context, task: dict, attempt: int) -> Request:
     return build_instances_request(
         ctx.prompts, task["instruction"], task["is_classification"],
+        max_tokens=ctx.config.max_answer_tokens or ANSWER_TOKENS,
         temperature=ctx.attempt_temperature(attempt),
         seed=ctx.seed_for("instances", task["id"], attempt))
 
@@ -191,7 +193,7 @@ def build_instances_request(
     instruction: str,
     is_classification: bool,
     *,
-    max_tokens: int = 320,
+    max_tokens: int = ANSWER_TOKENS,
     temperature: float = 0.0,
     seed: int | None = None,
 ) -> Request:
