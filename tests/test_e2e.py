@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from selfinstruct_local.corpus import load_corpus
+from selfinstruct_local.engines.base import FEW_CORES
 from selfinstruct_local.engines.server import free_port
-from selfinstruct_local.engines.vllm import FEW_CORES
 from selfinstruct_local.prompts import load_prompts
 from selfinstruct_local.quality.gate import task_ids
 from tests.conftest import sigen
@@ -88,7 +88,12 @@ def check_quiet_engine(out, stderr):
     log = (out / "engine.log").read_text(encoding="utf-8")
     started = re.findall(r"pid=(\d+)\) INFO \d\d-\d\d [\d:]+ \[[\w.]+:\d+\] ", log)
     assert len(set(started)) >= 2, log[:2000]  # this process and the engine core process
-    # On a machine of few cores every core computes (vLLM would keep one for its frontend).
+    check_every_core_computes(log)
+
+
+def check_every_core_computes(log: str) -> None:
+    """On a machine of few cores every core computes: an engine's log (in-process, or of a
+    `vllm serve` sigen started) names them all (vLLM would keep one for its frontend)."""
     cores, usable = re.search(r"core ids=\[([\d, ]+)\]", log), len(os.sched_getaffinity(0))
     if cores and usable <= FEW_CORES:
         assert len(cores.group(1).split(",")) == usable, cores.group(0)

@@ -15,7 +15,12 @@ import pytest
 from tests.conftest import SERVED_RUN_KEY, sigen
 from tests.processes import rows, start_sigen, wait_until
 from tests.relay import Relay
-from tests.test_e2e import check_judged_as_it_went, check_run_directory, read_jsonl
+from tests.test_e2e import (
+    check_every_core_computes,
+    check_judged_as_it_went,
+    check_run_directory,
+    read_jsonl,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -29,6 +34,7 @@ def test_openai_engine_run(tmp_path, served_run, vllm_server):
     assert engine["served_model"] == "smollm2-135m"
     assert engine["rendering"] == "local tokenizer"
     assert engine["requests_retried"] == 0 and engine["replicas_dropped"] == 0
+    check_every_core_computes(vllm_server.log_path.read_text(encoding="utf-8"))
     assert manifest["counts"]["classify_requests"] >= 2
     for path in served_run.path.iterdir():  # the API key is never written down
         assert SERVED_RUN_KEY not in path.read_text(encoding="utf-8", errors="replace"), path

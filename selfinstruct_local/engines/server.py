@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from selfinstruct_local.engines.base import EngineOptions, cpu_dtype
+from selfinstruct_local.engines.base import EngineOptions, cpu_dtype, set_cpu_defaults
 from selfinstruct_local.engines.enginelog import log_size, start_failure
 from selfinstruct_local.engines.openai import OpenAIEngine
 from selfinstruct_local.engines.reaper import Watchdog
@@ -85,7 +85,7 @@ class ManagedServer:
     def start(self, timeout: float = START_TIMEOUT) -> ManagedServer:
         use_own_socket_folder()  # the server's socket files too, removed when sigen exits
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        set_cpu_defaults(env)
         log_start = log_size(self.log_path)  # the log is appended to across resumes
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         # Before the server exists: if sigen is killed even a moment after spawning it, the

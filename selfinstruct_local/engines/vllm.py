@@ -25,6 +25,7 @@ from selfinstruct_local.engines.base import (
     Request,
     cpu_dtype,
     render_prompt,
+    set_cpu_defaults,
 )
 from selfinstruct_local.engines.enginelog import log_size, logger_to, output_to, start_failure
 from selfinstruct_local.engines.reaper import Watchdog
@@ -40,9 +41,6 @@ def load_vllm(spec: ModelSpec, options: EngineOptions):
 
         return ServedVLLMEngine(spec, options)
     return VLLMEngine(spec, options)
-
-
-FEW_CORES = 4  # at most this many usable cores: every one of them computes
 
 
 @contextlib.contextmanager
@@ -78,12 +76,7 @@ class VLLMEngine:
         self.log_path = options.engine_log
         # Defaults that keep the CPU build small and quiet; a user's own settings win. With a
         # run's engine.log, vLLM's start-up lines are worth keeping there.
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        if len(os.sched_getaffinity(0)) <= FEW_CORES:
-            # vLLM's CPU build keeps one core out of its compute threads for the frontend; on
-            # 2 cores that halves the model's threads (measured: 30-37 tok/s reserved, 45-52
-            # tok/s with both cores, the same 3,066 tokens of a `sigen run -n 5`).
-            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        set_cpu_defaults(os.environ)
         if self.log_path is None:
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
