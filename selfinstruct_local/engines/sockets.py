@@ -25,6 +25,9 @@ VARIABLE = "VLLM_RPC_BASE_PATH"
 # to start otherwise. Where the temporary folder's own path is too long for a folder of ours
 # inside it, vLLM's default is left as it is.
 MAX_FOLDER_CHARS = 107 - 37
+# What our folder adds after the temporary folder's path and PREFIX: "/" before it, the pid (up
+# to 7 digits), "-" and mkdtemp's 8 random characters, 17 at most.
+NAME_EXTRA_CHARS = 20
 _ours: dict[int, str] = {}  # this process's folder, by process id (a forked child has none)
 
 
@@ -37,7 +40,8 @@ def use_own_socket_folder() -> str | None:
         return None  # the user's
     if mine is None or not os.path.isdir(mine):
         remove_stale_folders()
-        if len(os.fsencode(tempfile.gettempdir())) + len(PREFIX) + 20 > MAX_FOLDER_CHARS:
+        folder_chars = len(os.fsencode(tempfile.gettempdir())) + len(PREFIX) + NAME_EXTRA_CHARS
+        if folder_chars > MAX_FOLDER_CHARS:
             return None
         mine = _ours[os.getpid()] = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
         atexit.register(shutil.rmtree, mine, ignore_errors=True)

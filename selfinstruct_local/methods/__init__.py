@@ -88,7 +88,8 @@ def method_info(name: str) -> MethodInfo:
 
 
 def check_method_options(info: MethodInfo, config: RunConfig) -> None:
-    """An option of another method is an error naming the method it belongs to."""
+    """An option of another method is an error naming the method it belongs to, and so is
+    --max-answer-tokens for a method without an answer step."""
     if info.answer_tokens is None and config.max_answer_tokens is not None:
         raise SigenError(f"--method {info.name} has no answer step: its outputs are written "
                          "in the source request, so --max-new-tokens limits them; leave out "
